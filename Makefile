@@ -1,0 +1,43 @@
+# Quick start: `make run` serves the API on 127.0.0.1:8000 (SQLite); `make test` runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test install migrate lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(PY) -m alembic upgrade head
+
+run: migrate
+	@echo ""
+	@echo "Serving on http://$(HOST):$(PORT)  (API docs: http://$(HOST):$(PORT)/docs)"
+	@echo "Get a development token, then call the API with it:"
+	@echo "  TOKEN=\$$($(PY) -m api token --role admin)"
+	@echo "  curl -H \"Authorization: Bearer \$$TOKEN\" http://$(HOST):$(PORT)/v1/drugs/aldesleukin"
+	@echo "Other roles: --role clinician --team onc-a | --role patient --patient-id <uuid>"
+	@echo ""
+	$(PY) -m uvicorn api.main:app --host $(HOST) --port $(PORT)
+
+# The whole suite; DATABASE_URL chooses the database (default: a fresh SQLite file per run).
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) *.db *.db-wal *.db-shm

@@ -1,0 +1,1 @@
+"""Symptom tracking and alerting for patients on cytokine immunotherapy."""

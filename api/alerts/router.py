@@ -1,0 +1,224 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from sqlalchemy import func, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from api.alerts.models import OPEN_STATUSES, Alert, AlertEvent
+from api.alerts.schemas import (
+    AcknowledgeBody,
+    AlertEventRead,
+    AlertRead,
+    ResolveBody,
+    SummaryCounts,
+)
+from api.alerts.service import TRIAGE_RANK
+from api.audit.service import record
+from api.db import SessionDep, utcnow
+from api.errors import PROBLEM_RESPONSES, Conflict, NotFound
+from api.pagination import Cursor, Limit, Page, decode_cursor, page_of, parse_time
+from api.reports.models import Report
+from api.reports.schemas import ReportRead
+from api.reports.service import read_reports
+from api.security import Principal, Staff
+
+router = APIRouter(prefix="/v1/alerts", tags=["alerts"], responses=PROBLEM_RESPONSES)
+
+SeverityFilter = Literal["emergency", "urgent", "routine"]
+StatusFilter = Literal["open", "acknowledged", "resolved"]
+
+
+class AlertDetail(AlertRead):
+    report: ReportRead
+
+
+def _scoped(query, principal: Principal):  # type: ignore[no-untyped-def]
+    teams = principal.team_filter()
+    return query if teams is None else query.where(Alert.care_team.in_(teams))
+
+
+def _load(session: Session, principal: Principal, alert_id: uuid.UUID) -> Alert:
+    alert = session.scalar(_scoped(select(Alert).where(Alert.id == alert_id), principal))
+    if alert is None:
+        raise NotFound("No such alert")
+    return alert
+
+
+@router.get("")
+def list_alerts(
+    principal: Staff,
+    session: SessionDep,
+    status: StatusFilter | None = None,
+    severity: SeverityFilter | None = None,
+    patient_id: uuid.UUID | None = None,
+    drug_code: Annotated[str | None, Query(max_length=64)] = None,
+    team: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[AlertRead]:
+    query = _scoped(select(Alert), principal).order_by(
+        Alert.triage_rank, Alert.follow_up_due_at, Alert.id
+    )
+    if status:
+        query = query.where(Alert.status == status)
+    if severity:
+        query = query.where(Alert.severity == severity)
+    if patient_id:
+        query = query.where(Alert.patient_id == patient_id)
+    if drug_code:
+        query = query.where(Alert.drug_code == drug_code)
+    if team:
+        query = query.where(Alert.care_team == team)
+    if after := decode_cursor(cursor, int, parse_time, uuid.UUID):
+        query = query.where(
+            tuple_(Alert.triage_rank, Alert.follow_up_due_at, Alert.id) > tuple_(*after)
+        )
+    items = [AlertRead.model_validate(a) for a in session.scalars(query.limit(limit + 1))]
+    return page_of(
+        items,
+        limit,
+        lambda a: [TRIAGE_RANK[a.severity], a.follow_up_due_at.isoformat(), str(a.id)],
+    )
+
+
+@router.get("/summary")
+def summary(principal: Staff, session: SessionDep) -> SummaryCounts:
+    rows = session.execute(
+        _scoped(
+            select(Alert.severity, Alert.status, func.count()).group_by(
+                Alert.severity, Alert.status
+            ),
+            principal,
+        )
+    ).all()
+    overdue = session.scalar(
+        _scoped(
+            select(func.count())
+            .select_from(Alert)
+            .where(Alert.status.in_(OPEN_STATUSES), Alert.follow_up_due_at < utcnow()),
+            principal,
+        )
+    )
+    grid = {s: {st: 0 for st in ("open", "acknowledged", "resolved")} for s in TRIAGE_RANK}
+    for severity, status, count in rows:
+        grid[severity][status] = count
+    return SummaryCounts(
+        total=sum(sum(v.values()) for v in grid.values()),
+        overdue=overdue or 0,
+        by_severity={s: sum(v.values()) for s, v in grid.items()},
+        by_status={
+            st: sum(grid[s][st] for s in grid) for st in ("open", "acknowledged", "resolved")
+        },
+        by_severity_and_status=grid,
+    )
+
+
+@router.get("/{alert_id}")
+def get_alert(alert_id: uuid.UUID, principal: Staff, session: SessionDep) -> AlertDetail:
+    alert = _load(session, principal, alert_id)
+    report = session.get_one(Report, alert.report_id)
+    return AlertDetail(
+        **AlertRead.model_validate(alert).model_dump(), report=read_reports(session, [report])[0]
+    )
+
+
+@router.post("/{alert_id}/acknowledge")
+def acknowledge(
+    alert_id: uuid.UUID, principal: Staff, session: SessionDep, body: AcknowledgeBody | None = None
+) -> AlertRead:
+    note = body.note if body else None
+    return _transition(
+        session,
+        principal,
+        alert_id,
+        ("open",),
+        "acknowledged",
+        note,
+        {
+            "acknowledged_at": utcnow(),
+            "acknowledged_by": principal.sub,
+        },
+    )
+
+
+@router.post("/{alert_id}/resolve")
+def resolve(
+    alert_id: uuid.UUID, body: ResolveBody, principal: Staff, session: SessionDep
+) -> AlertRead:
+    return _transition(
+        session,
+        principal,
+        alert_id,
+        OPEN_STATUSES,
+        "resolved",
+        body.note,
+        {
+            "resolved_at": utcnow(),
+            "resolved_by": principal.sub,
+            "resolution_note": body.note,
+            "outcome": body.outcome,
+        },
+    )
+
+
+def _transition(
+    session: Session,
+    principal: Principal,
+    alert_id: uuid.UUID,
+    allowed_from: tuple[str, ...],
+    to_status: str,
+    note: str | None,
+    values: dict[str, object],
+) -> AlertRead:
+    alert = _load(session, principal, alert_id)
+    from_status = alert.status
+    # Compare-and-set on the status: of two nurses acting at once, exactly one wins; the other
+    # gets 409 and sees the alert as it now is.
+    result = session.execute(
+        update(Alert)
+        .where(Alert.id == alert_id, Alert.status.in_(allowed_from))
+        .values(status=to_status, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"An alert that is {from_status} cannot become {to_status}")
+    session.add(
+        AlertEvent(
+            alert_id=alert_id,
+            at=utcnow(),
+            action=to_status,
+            actor_sub=principal.sub,
+            actor_role=principal.role,
+            from_status=from_status,
+            to_status=to_status,
+            note=note,
+        )
+    )
+    record(session, principal, f"alert.{to_status}", "alert", alert_id, {"from": from_status})
+    session.flush()
+    session.refresh(alert)
+    return AlertRead.model_validate(alert)
+
+
+@router.get("/{alert_id}/events")
+def list_events(
+    alert_id: uuid.UUID,
+    principal: Staff,
+    session: SessionDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[AlertEventRead]:
+    _load(session, principal, alert_id)
+    query = (
+        select(AlertEvent)
+        .where(AlertEvent.alert_id == alert_id)
+        .order_by(AlertEvent.at, AlertEvent.id)
+        .limit(limit + 1)
+    )
+    if after := decode_cursor(cursor, parse_time, uuid.UUID):
+        query = query.where(tuple_(AlertEvent.at, AlertEvent.id) > tuple_(*after))
+    items = [AlertEventRead.model_validate(e) for e in session.scalars(query)]
+    return page_of(items, limit, lambda e: [e.at.isoformat(), str(e.id)])

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+
+from api.audit.service import record
+from api.catalog import service
+from api.catalog.schemas import DrugBody, DrugDetail, DrugRead, SymptomRead
+from api.db import SessionDep
+from api.errors import PROBLEM_RESPONSES
+from api.rules.definitions import CODE_PATTERN
+from api.security import Admin, CurrentPrincipal
+
+router = APIRouter(prefix="/v1", tags=["catalog"], responses=PROBLEM_RESPONSES)
+DrugCode = Annotated[str, Path(pattern=CODE_PATTERN, max_length=64)]
+
+
+@router.get("/symptoms")
+def list_symptoms(_: CurrentPrincipal, session: SessionDep) -> list[SymptomRead]:
+    return service.list_symptoms(session)
+
+
+@router.get("/drugs")
+def list_drugs(_: CurrentPrincipal, session: SessionDep) -> list[DrugRead]:
+    return service.list_drugs(session)
+
+
+@router.get("/drugs/{code}")
+def get_drug(code: DrugCode, _: CurrentPrincipal, session: SessionDep) -> DrugDetail:
+    return service.get_drug(session, code)
+
+
+@router.put("/drugs/{code}", responses={201: {"model": DrugDetail, "description": "Created"}})
+def put_drug(
+    code: DrugCode, body: DrugBody, principal: Admin, session: SessionDep, response: Response
+) -> DrugDetail:
+    drug, created = service.put_drug(session, code, body)
+    record(
+        session,
+        principal,
+        "drug.created" if created else "drug.replaced",
+        "drug",
+        code,
+        {"rules": [r.id for r in drug.rules if r.drug_code == code]},
+    )
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return drug

@@ -1,0 +1,249 @@
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from api.catalog.models import (
+    CatalogSetting,
+    Drug,
+    DrugSideEffect,
+    Rule,
+    RuleVersion,
+    Symptom,
+    Vital,
+)
+from api.catalog.schemas import (
+    DrugBody,
+    DrugDetail,
+    DrugRead,
+    RuleView,
+    SideEffect,
+    SymptomRead,
+)
+from api.catalog.shipped import rule_problems
+from api.errors import Invalid, NotFound
+from api.rules.definitions import Policy, RuleDef
+from api.rules.engine import VersionedRule
+
+POLICY_KEY = "policy"
+
+
+def content_hash(data: Any) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def rule_json(rule: RuleDef) -> dict[str, Any]:
+    return rule.model_dump(mode="json", exclude_none=True)
+
+
+def list_symptoms(session: Session) -> list[SymptomRead]:
+    rows = session.scalars(select(Symptom).order_by(Symptom.position))
+    return [SymptomRead.model_validate(r, from_attributes=True) for r in rows]
+
+
+def list_vitals(session: Session) -> list[Vital]:
+    return list(session.scalars(select(Vital).order_by(Vital.position)))
+
+
+def list_drugs(session: Session) -> list[DrugRead]:
+    rows = session.scalars(select(Drug).order_by(Drug.code))
+    return [DrugRead.model_validate(r, from_attributes=True) for r in rows]
+
+
+def get_drug(session: Session, code: str) -> DrugDetail:
+    drug = session.get(Drug, code)
+    if drug is None:
+        raise NotFound(f"No drug with code '{code}'")
+    effects = session.scalars(
+        select(DrugSideEffect)
+        .where(DrugSideEffect.drug_code == code)
+        .order_by(DrugSideEffect.position)
+    )
+    rules = [
+        RuleView(
+            id=v.rule.id,
+            version=v.version,
+            title=v.rule.title,
+            drug_code=v.rule.drug,
+            severities=sorted({b.severity for b in v.rule.branches}),
+            definition=rule_json(v.rule),
+        )
+        for v in current_rules(session)
+        if applies_to_drug(v.rule, drug)
+    ]
+    return DrugDetail(
+        **DrugRead.model_validate(drug, from_attributes=True).model_dump(),
+        side_effects=[
+            SideEffect(symptom_code=e.symptom_code, frequency=e.frequency, note=e.note)  # type: ignore[arg-type]
+            for e in effects
+        ],
+        rules=rules,
+    )
+
+
+def applies_to_drug(rule: RuleDef, drug: Drug) -> bool:
+    if rule.drug is not None:
+        return rule.drug == drug.code
+    scope = rule.scope
+    if not scope.drugs and not scope.drug_classes:
+        return True
+    return drug.code in scope.drugs or drug.drug_class in scope.drug_classes
+
+
+def current_rules(session: Session) -> list[VersionedRule]:
+    rows = session.execute(
+        select(RuleVersion.definition, RuleVersion.version)
+        .join(
+            Rule, (Rule.id == RuleVersion.rule_id) & (Rule.current_version == RuleVersion.version)
+        )
+        .where(Rule.active)
+        .order_by(Rule.id)
+    )
+    return [VersionedRule(RuleDef.model_validate(d), v) for d, v in rows]
+
+
+def get_policy(session: Session) -> Policy:
+    setting = session.get(CatalogSetting, POLICY_KEY)
+    if setting is None:
+        raise RuntimeError("the catalog policy is missing: run `alembic upgrade head`")
+    return Policy.model_validate(setting.value)
+
+
+def store_rule(session: Session, rule: RuleDef, *, shipped: bool = False) -> int:
+    """Make ``rule`` the current version of its id; a changed definition gets a new version."""
+    data = rule_json(rule)
+    digest = content_hash(data)
+    row = session.get(Rule, rule.id)
+    if row is None:
+        row = Rule(id=rule.id, drug_code=rule.drug, current_version=1, active=True)
+        session.add(row)
+        session.add(RuleVersion(rule_id=rule.id, version=1, definition=data, content_hash=digest))
+    else:
+        current = session.get(RuleVersion, (rule.id, row.current_version))
+        if current is None or current.content_hash != digest:
+            latest = session.scalar(
+                select(RuleVersion.version)
+                .where(RuleVersion.rule_id == rule.id)
+                .order_by(RuleVersion.version.desc())
+                .limit(1)
+            )
+            row.current_version = (latest or 0) + 1
+            session.add(
+                RuleVersion(
+                    rule_id=rule.id,
+                    version=row.current_version,
+                    definition=data,
+                    content_hash=digest,
+                )
+            )
+        row.active = True
+        row.drug_code = rule.drug
+    if shipped:
+        row.shipped_hash = digest
+    session.flush()
+    return row.current_version
+
+
+def replace_side_effects(session: Session, code: str, effects: Iterable[SideEffect]) -> None:
+    session.execute(delete(DrugSideEffect).where(DrugSideEffect.drug_code == code))
+    session.add_all(
+        DrugSideEffect(
+            drug_code=code,
+            symptom_code=e.symptom_code,
+            frequency=e.frequency,
+            note=e.note,
+            position=i,
+        )
+        for i, e in enumerate(effects)
+    )
+
+
+def put_drug(session: Session, code: str, body: DrugBody) -> tuple[DrugDetail, bool]:
+    """Create or replace a drug with its side effects and its own rules, validated as a whole."""
+    rules = [r if r.drug == code else r.model_copy(update={"drug": code}) for r in body.rules]
+    errors: list[dict[str, Any]] = []
+    for i, r in enumerate(body.rules):
+        if r.drug not in (None, code):
+            errors.append({"loc": ["body", "rules", i, "drug"], "msg": f"must be '{code}'"})
+        if r.scope.drugs or r.scope.drug_classes:
+            errors.append(
+                {"loc": ["body", "rules", i, "scope"], "msg": "a drug's rule takes no scope"}
+            )
+    symptom_codes = set(session.scalars(select(Symptom.code)))
+    drug_codes = set(session.scalars(select(Drug.code))) | {code}
+    seen: set[str] = set()
+    for i, effect in enumerate(body.side_effects):
+        loc = ["body", "side_effects", i, "symptom_code"]
+        if effect.symptom_code not in symptom_codes:
+            errors.append({"loc": loc, "msg": f"unknown symptom '{effect.symptom_code}'"})
+        if effect.symptom_code in seen:
+            errors.append({"loc": loc, "msg": f"'{effect.symptom_code}' is listed twice"})
+        seen.add(effect.symptom_code)
+    for problem in rule_problems(rules, symptom_codes, drug_codes):
+        errors.append({"loc": ["body", "rules"], "msg": problem})
+    owners = dict(
+        session.execute(select(Rule.id, Rule.drug_code).where(Rule.id.in_([r.id for r in rules])))
+        .tuples()
+        .all()
+    )
+    for i, r in enumerate(rules):
+        if r.id in owners and owners[r.id] != code:
+            errors.append(
+                {"loc": ["body", "rules", i, "id"], "msg": f"rule '{r.id}' belongs elsewhere"}
+            )
+    if errors:
+        raise Invalid(errors)
+
+    drug = session.get(Drug, code)
+    created = drug is None
+    fields = body.model_dump(include={"name", "brand_names", "drug_class", "route", "vitals"})
+    if drug is None:
+        drug = Drug(code=code, shipped_hash=None, **fields)
+        session.add(drug)
+    else:
+        for key, value in fields.items():
+            setattr(drug, key, value)
+    session.flush()
+    replace_side_effects(session, code, body.side_effects)
+    for rule in rules:
+        store_rule(session, rule)
+    # Rules this drug no longer has are retired; their versions stay for the alerts citing them.
+    for row in session.scalars(select(Rule).where(Rule.drug_code == code, Rule.active)):
+        if row.id not in {r.id for r in rules}:
+            row.active = False
+    session.flush()
+    return get_drug(session, code), created
+
+
+@dataclass(frozen=True)
+class EvaluationCatalog:
+    policy: Policy
+    rules: list[VersionedRule]
+    drug_classes: dict[str, str]
+    serious_by_drug: dict[str, frozenset[str]]
+    symptom_names: dict[str, str]
+
+
+def evaluation_catalog(session: Session) -> EvaluationCatalog:
+    """Everything the engine needs from the catalog, in a few queries."""
+    serious: dict[str, set[str]] = {}
+    for drug_code, symptom_code in session.execute(
+        select(DrugSideEffect.drug_code, DrugSideEffect.symptom_code).where(
+            DrugSideEffect.frequency == "serious"
+        )
+    ):
+        serious.setdefault(drug_code, set()).add(symptom_code)
+    return EvaluationCatalog(
+        policy=get_policy(session),
+        rules=current_rules(session),
+        drug_classes=dict(session.execute(select(Drug.code, Drug.drug_class)).tuples().all()),
+        serious_by_drug={k: frozenset(v) for k, v in serious.items()},
+        symptom_names=dict(session.execute(select(Symptom.code, Symptom.name)).tuples().all()),
+    )

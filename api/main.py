@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.orm import sessionmaker
+
+from api import errors
+from api.alerts.router import router as alerts_router
+from api.audit.router import router as audit_router
+from api.catalog.router import router as catalog_router
+from api.db import make_engine
+from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from api.patients.router import router as patients_router
+from api.reports.router import router as reports_router
+from api.rules.router import router as rules_router
+from api.security import HS256Verifier
+from api.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    if settings is None:
+        try:
+            settings = get_settings()
+        except ValidationError as exc:
+            reason = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+            raise SystemExit(f"refusing to start: {reason}") from None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.engine.dispose()
+
+    app = FastAPI(
+        title="Symptom tracking API",
+        version="1.0.0",
+        summary="Patient-reported symptoms and alerts for cytokine immunotherapy",
+        lifespan=lifespan,
+    )
+    engine = make_engine(settings)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = sessionmaker(engine, expire_on_commit=False)
+    app.state.token_verifier = HS256Verifier(settings)
+
+    errors.install(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: errors.PROBLEM_RESPONSES[503]})
+    def readyz(request: Request) -> JSONResponse:
+        with request.app.state.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return JSONResponse({"status": "ready"})
+
+    for router in (
+        catalog_router,
+        patients_router,
+        reports_router,
+        alerts_router,
+        rules_router,
+        audit_router,
+    ):
+        app.include_router(router)
+    return app
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access = logging.getLogger("api.access")
+    if not access.handlers:
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
+
+
+_configure_logging()
+app = create_app()

@@ -1,0 +1,34 @@
+"""Every table, imported in one place for Alembic's metadata."""
+
+from api.alerts.models import Alert, AlertEvent
+from api.audit.models import AuditEvent
+from api.catalog.models import (
+    CatalogSetting,
+    Drug,
+    DrugSideEffect,
+    Rule,
+    RuleVersion,
+    Symptom,
+    Vital,
+)
+from api.db import Base
+from api.patients.models import Patient, Therapy
+from api.reports.models import Report, ReportSymptom
+
+__all__ = [
+    "Alert",
+    "AlertEvent",
+    "AuditEvent",
+    "Base",
+    "CatalogSetting",
+    "Drug",
+    "DrugSideEffect",
+    "Patient",
+    "Report",
+    "ReportSymptom",
+    "Rule",
+    "RuleVersion",
+    "Symptom",
+    "Therapy",
+    "Vital",
+]

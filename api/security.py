@@ -1,0 +1,168 @@
+"""Bearer tokens → Principal, and the dependencies that demand a role or a patient in scope."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal, Protocol
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from api.db import SessionDep
+from api.errors import Forbidden, NotFound, Unauthorized
+from api.patients.models import Patient
+from api.settings import Settings
+
+Role = Literal["patient", "clinician", "admin"]
+
+
+class Claims(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    sub: str = Field(min_length=1, max_length=200)
+    role: Role
+    patient_id: uuid.UUID | None = None
+    teams: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=200
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    sub: str
+    role: Role
+    patient_id: uuid.UUID | None = None
+    teams: frozenset[str] = frozenset()
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def team_filter(self) -> frozenset[str] | None:
+        """The teams whose data this principal sees; None means all (admin)."""
+        return None if self.is_admin else self.teams
+
+
+class TokenVerifier(Protocol):
+    def verify(self, token: str) -> dict[str, Any]: ...
+
+
+class HS256Verifier:
+    """Shared-secret tokens. An RS256/JWKS verifier would implement the same ``verify``."""
+
+    algorithms = ("HS256",)
+
+    def __init__(self, settings: Settings) -> None:
+        self._key = settings.effective_jwt_secret
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._leeway = settings.jwt_leeway_seconds
+
+    def verify(self, token: str) -> dict[str, Any]:
+        required = ["exp", "sub"]
+        if self._issuer:
+            required.append("iss")
+        if self._audience:
+            required.append("aud")
+        return jwt.decode(
+            token,
+            self._key,
+            algorithms=list(self.algorithms),
+            issuer=self._issuer,
+            audience=self._audience,
+            leeway=self._leeway,
+            options={"require": required, "verify_aud": bool(self._audience)},
+        )
+
+
+def principal_from_token(verifier: TokenVerifier, token: str) -> Principal:
+    try:
+        claims = Claims.model_validate(verifier.verify(token))
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthorized("The token has expired") from exc
+    except jwt.InvalidTokenError as exc:
+        raise Unauthorized("The token is invalid") from exc
+    except ValidationError as exc:
+        raise Unauthorized("The token's claims are not of the expected shape") from exc
+    if claims.role == "patient" and claims.patient_id is None:
+        raise Unauthorized("A patient token must carry patient_id")
+    return Principal(claims.sub, claims.role, claims.patient_id, frozenset(claims.teams))
+
+
+def mint_token(
+    settings: Settings,
+    *,
+    sub: str,
+    role: Role,
+    patient_id: uuid.UUID | str | None = None,
+    teams: list[str] | None = None,
+    ttl: timedelta = timedelta(hours=12),
+) -> str:
+    now = datetime.now(UTC)
+    claims: dict[str, Any] = {"sub": sub, "role": role, "iat": now, "exp": now + ttl}
+    if patient_id is not None:
+        claims["patient_id"] = str(patient_id)
+    if teams:
+        claims["teams"] = teams
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    return jwt.encode(claims, settings.effective_jwt_secret, algorithm="HS256")
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def current_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized()
+    principal = principal_from_token(request.app.state.token_verifier, credentials.credentials)
+    request.state.principal = principal
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require_roles(*roles: Role) -> Any:
+    def _check(principal: CurrentPrincipal) -> Principal:
+        if principal.role not in roles:
+            raise Forbidden(f"The role '{principal.role}' may not do this")
+        return principal
+
+    return Depends(_check)
+
+
+Staff = Annotated[Principal, require_roles("clinician", "admin")]
+Admin = Annotated[Principal, require_roles("admin")]
+
+
+def can_see_patient(principal: Principal, patient: Patient) -> bool:
+    if principal.role == "admin":
+        return True
+    if principal.role == "patient":
+        return principal.patient_id == patient.id
+    return patient.care_team in principal.teams
+
+
+def patient_in_scope(
+    patient_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+) -> Patient:
+    """The patient of the path, if the caller may see it; otherwise 404 (no existence leak)."""
+    patient = session.get(Patient, patient_id)
+    if patient is None or not can_see_patient(principal, patient):
+        raise NotFound("No such patient")
+    return patient
+
+
+ScopedPatient = Annotated[Patient, Depends(patient_in_scope)]
