@@ -125,7 +125,13 @@ def problem_response(
 
 def validation_errors(raw: Sequence[Any]) -> list[dict[str, Any]]:
     """Pydantic's errors reduced to loc + msg: never echo the input (it may be patient data)."""
-    return [{"loc": [p for p in e["loc"] if p != "__root__"], "msg": e["msg"]} for e in raw]
+    return [
+        {
+            "loc": [p for p in e["loc"] if p != "__root__"],
+            "msg": str(e["msg"]).removeprefix("Value error, "),
+        }
+        for e in raw
+    ]
 
 
 async def _app_error(_: Request, exc: AppError) -> JSONResponse:

@@ -189,9 +189,9 @@ def put_drug(session: Session, code: str, body: DrugBody) -> tuple[DrugDetail, b
     for problem in rule_problems(rules, symptom_codes, drug_codes):
         errors.append({"loc": ["body", "rules"], "msg": problem})
     owners = dict(
-        session.execute(select(Rule.id, Rule.drug_code).where(Rule.id.in_([r.id for r in rules])))
-        .tuples()
-        .all()
+        session.execute(
+            select(Rule.id, Rule.drug_code).where(Rule.id.in_([r.id for r in rules]))
+        ).all()
     )
     for i, r in enumerate(rules):
         if r.id in owners and owners[r.id] != code:
@@ -243,7 +243,7 @@ def evaluation_catalog(session: Session) -> EvaluationCatalog:
     return EvaluationCatalog(
         policy=get_policy(session),
         rules=current_rules(session),
-        drug_classes=dict(session.execute(select(Drug.code, Drug.drug_class)).tuples().all()),
+        drug_classes=dict(session.execute(select(Drug.code, Drug.drug_class)).all()),
         serious_by_drug={k: frozenset(v) for k, v in serious.items()},
-        symptom_names=dict(session.execute(select(Symptom.code, Symptom.name)).tuples().all()),
+        symptom_names=dict(session.execute(select(Symptom.code, Symptom.name)).all()),
     )

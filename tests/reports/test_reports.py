@@ -1,0 +1,310 @@
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event, func, select
+
+from api.reports.models import Report
+from tests.alerts.live_server import live_server
+from tests.conftest import Tokens, World, report_body
+
+NOW = datetime.now(UTC)
+
+
+def post(
+    client: TestClient, tokens: Tokens, patient_id: str, body: dict[str, Any]
+) -> httpx.Response:
+    return client.post(
+        f"/v1/patients/{patient_id}/reports", json=body, headers=tokens.patient(patient_id)
+    )
+
+
+def stored_count(client: TestClient, patient_id: str) -> int:
+    with client.app.state.engine.connect() as conn:  # type: ignore[attr-defined]
+        return conn.scalar(
+            select(func.count())
+            .select_from(Report)
+            .where(Report.patient_id == uuid.UUID(patient_id))
+        )
+
+
+def test_a_report_is_stored_and_returned(world: World, client: TestClient, tokens: Tokens) -> None:
+    patient = world.patient(drugs=("interferon_alfa_2b",))
+    body = report_body(
+        {"fever": 1, "fatigue": 2},
+        {"temperature_c": 37.4, "heart_rate": 80},
+        recorded_at=datetime(2026, 11, 26, 8, 5, tzinfo=timezone(timedelta(hours=1))),
+        note="felt tired",
+    )
+    response = post(client, tokens, patient["id"], body)
+    assert response.status_code == 201, response.text
+    stored = response.json()
+    assert stored["patient_id"] == patient["id"]
+    assert stored["client_report_id"] == body["client_report_id"]
+    assert stored["recorded_at"] == "2026-11-26T07:05:00Z"  # the server writes UTC
+    assert stored["received_at"].endswith("Z")
+    assert {s["code"]: s["grade"] for s in stored["symptoms"]} == {"fever": 1, "fatigue": 2}
+    assert stored["vitals"] == {"temperature_c": 37.4, "heart_rate": 80}
+    assert stored["note"] == "felt tired"
+    assert stored["alerts"] == [] and stored["advice"] is None
+
+    listed = client.get(
+        f"/v1/patients/{patient['id']}/reports", headers=tokens.patient(patient["id"])
+    ).json()
+    assert [r["id"] for r in listed["items"]] == [stored["id"]]
+
+
+def test_grade_zero_alone_is_a_valid_report(world: World) -> None:
+    patient = world.patient()
+    assert world.report(patient["id"], {"fever": 0})["symptoms"] == [
+        {"code": "fever", "grade": 0, "note": None}
+    ]
+
+
+INVALID = [
+    ("unknown code", {"symptoms": [{"code": "hiccups", "grade": 1}]}, ["body", "symptoms", 0, "code"]),
+    ("code twice", {"symptoms": [{"code": "fever", "grade": 1}, {"code": "fever", "grade": 2}]},
+     ["body", "symptoms"]),
+    ("grade 5", {"symptoms": [{"code": "fever", "grade": 5}]}, ["body", "symptoms", 0, "grade"]),
+    ("grade -1", {"symptoms": [{"code": "fever", "grade": -1}]}, ["body", "symptoms", 0, "grade"]),
+    ("grade as text", {"symptoms": [{"code": "fever", "grade": "2"}]},
+     ["body", "symptoms", 0, "grade"]),
+    ("temperature 46", {"vitals": {"temperature_c": 46}}, ["body", "vitals", "temperature_c"]),
+    ("temperature 29.9", {"vitals": {"temperature_c": 29.9}}, ["body", "vitals", "temperature_c"]),
+    ("systolic 39", {"vitals": {"systolic_bp": 39}}, ["body", "vitals", "systolic_bp"]),
+    ("systolic 301", {"vitals": {"systolic_bp": 301}}, ["body", "vitals", "systolic_bp"]),
+    ("diastolic 19", {"vitals": {"diastolic_bp": 19}}, ["body", "vitals", "diastolic_bp"]),
+    ("heart rate 251", {"vitals": {"heart_rate": 251}}, ["body", "vitals", "heart_rate"]),
+    ("weight 1.9", {"vitals": {"weight_kg": 1.9}}, ["body", "vitals", "weight_kg"]),
+    ("spo2 101", {"vitals": {"spo2": 101}}, ["body", "vitals", "spo2"]),
+    ("spo2 49", {"vitals": {"spo2": 49}}, ["body", "vitals", "spo2"]),
+    ("unknown vital", {"vitals": {"glucose": 5}}, ["body", "vitals", "glucose"]),
+    ("empty report", {"symptoms": [], "vitals": {}}, ["body"]),
+    ("naive time", {"recorded_at": "2026-11-27T08:05:00"}, ["body", "recorded_at"]),
+    ("future time", {"recorded_at": (NOW + timedelta(minutes=10)).isoformat()},
+     ["body", "recorded_at"]),
+    ("bad key", {"client_report_id": "not-a-uuid"}, ["body", "client_report_id"]),
+    ("note too long", {"note": "x" * 2001}, ["body", "note"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "change", "loc"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_reports_are_422_naming_the_field(
+    world: World, client: TestClient, tokens: Tokens, case: str, change: dict, loc: list
+) -> None:
+    patient = world.patient()
+    body = {**report_body({"fever": 1}), **change}
+    response = post(client, tokens, patient["id"], body)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert loc in [e["loc"] for e in response.json()["errors"]], response.json()
+    assert stored_count(client, patient["id"]) == 0
+
+
+def test_up_to_five_minutes_ahead_is_accepted(
+    world: World, client: TestClient, tokens: Tokens
+) -> None:
+    # Phone clocks drift; CLINICAL/API allow up to 5 minutes into the future.
+    patient = world.patient()
+    body = report_body({"fever": 1}, recorded_at=datetime.now(UTC) + timedelta(minutes=4))
+    assert post(client, tokens, patient["id"], body).status_code == 201
+
+
+def test_replay_is_idempotent(world: World, client: TestClient, tokens: Tokens) -> None:
+    patient = world.patient(drugs=("aldesleukin",))
+    body = report_body({"fever": 2}, {"systolic_bp": 85})
+    first = post(client, tokens, patient["id"], body)
+    assert first.status_code == 201
+    again = post(client, tokens, patient["id"], body)
+    assert again.status_code == 200
+    assert again.json() == first.json()  # same report, same alerts and advice
+    assert again.json()["advice"]["severity"] == "emergency"
+    assert stored_count(client, patient["id"]) == 1
+
+    changed = {**body, "symptoms": [{"code": "fever", "grade": 3}]}
+    conflict = post(client, tokens, patient["id"], changed)
+    assert conflict.status_code == 409
+    assert conflict.headers["content-type"] == "application/problem+json"
+    assert stored_count(client, patient["id"]) == 1
+
+
+def test_twenty_concurrent_identical_posts_store_one_report(
+    world: World, client: TestClient, database_url: str
+) -> None:
+    patient = world.patient(drugs=("aldesleukin",))
+    body = report_body({"fever": 3}, {"systolic_bp": 85})
+    headers = world.tokens.patient(patient["id"])
+    with live_server(database_url) as base, httpx.Client(base_url=base, timeout=30) as http:
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            responses = list(
+                pool.map(
+                    lambda _: http.post(
+                        f"/v1/patients/{patient['id']}/reports", json=body, headers=headers
+                    ),
+                    range(20),
+                )
+            )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 19 + [201], statuses
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert stored_count(client, patient["id"]) == 1
+    alerts = client.get(
+        f"/v1/alerts?patient_id={patient['id']}", headers=world.tokens.admin()
+    ).json()["items"]
+    assert {a["occurrences"] for a in alerts} == {1}
+
+
+def test_batch_with_mixed_items(world: World, client: TestClient, tokens: Tokens) -> None:
+    patient = world.patient()
+    good = report_body({"fever": 1})
+    existing = report_body({"nausea": 1})
+    world.client.post(
+        f"/v1/patients/{patient['id']}/reports",
+        json=existing,
+        headers=tokens.patient(patient["id"]),
+    )
+    bad_grade = report_body({"fever": 9})
+    conflicting = {**existing, "symptoms": [{"code": "nausea", "grade": 2}]}
+    items = [good, bad_grade, existing, conflicting, {"garbage": True}]
+    response = client.post(
+        f"/v1/patients/{patient['id']}/reports/batch",
+        json={"reports": items},
+        headers=tokens.patient(patient["id"]),
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [
+        "created", "rejected", "duplicate", "rejected", "rejected"
+    ]  # fmt: skip
+    assert [r["client_report_id"] for r in results[:4]] == [
+        good["client_report_id"],
+        bad_grade["client_report_id"],
+        existing["client_report_id"],
+        existing["client_report_id"],
+    ]
+    assert results[0]["report_id"] and results[2]["report_id"]
+    assert ["symptoms", 0, "grade"] in [e["loc"] for e in results[1]["errors"]]
+    assert results[4]["client_report_id"] is None and results[4]["errors"]
+    assert stored_count(client, patient["id"]) == 2
+
+
+def test_batch_is_evaluated_in_recorded_order(
+    world: World, client: TestClient, tokens: Tokens
+) -> None:
+    # Sent newest first (as a phone flushing a queue might): worsening must still compare
+    # Monday's grade 3 with Sunday's grade 0, not the other way round.
+    patient = world.patient()
+    sunday = datetime.now(UTC) - timedelta(days=2)
+    monday = sunday + timedelta(days=1)
+    reports = [
+        report_body({"rash": 3}, recorded_at=monday),
+        report_body({"rash": 0}, recorded_at=sunday),
+    ]
+    response = client.post(
+        f"/v1/patients/{patient['id']}/reports/batch",
+        json={"reports": reports},
+        headers=tokens.patient(patient["id"]),
+    )
+    assert [r["status"] for r in response.json()["results"]] == ["created", "created"]
+    alerts = client.get(f"/v1/alerts?patient_id={patient['id']}", headers=tokens.admin()).json()
+    rules = {a["rule_id"]: a for a in alerts["items"]}
+    assert set(rules) == {"worsening", "severe-symptom"}
+    assert rules["worsening"]["report_id"] == response.json()["results"][0]["report_id"]
+
+
+def test_batch_limits(world: World, client: TestClient, tokens: Tokens) -> None:
+    patient = world.patient()
+    url = f"/v1/patients/{patient['id']}/reports/batch"
+    headers = tokens.patient(patient["id"])
+    too_many = {"reports": [report_body({"fever": 0}) for _ in range(101)]}
+    response = client.post(url, json=too_many, headers=headers)
+    assert response.status_code in (413, 422)
+    assert client.post(url, json={"reports": []}, headers=headers).status_code == 422
+
+
+def test_history_pages_newest_first_without_repeats_while_reports_arrive(
+    world: World, client: TestClient, tokens: Tokens
+) -> None:
+    patient = world.patient()
+    start = datetime.now(UTC) - timedelta(days=1)
+    for i in range(7):
+        world.report(patient["id"], {"fatigue": 1}, recorded_at=start + timedelta(hours=i))
+    headers = tokens.patient(patient["id"])
+    url = f"/v1/patients/{patient['id']}/reports"
+    seen: list[str] = []
+    page = client.get(url, params={"limit": 3}, headers=headers).json()
+    while True:
+        seen += [r["recorded_at"] for r in page["items"]]
+        # A new report arrives between pages (newer than everything): it must not shift pages.
+        world.report(patient["id"], {"fatigue": 1})
+        if page["next_cursor"] is None:
+            break
+        page = client.get(
+            url, params={"limit": 3, "cursor": page["next_cursor"]}, headers=headers
+        ).json()
+    assert len(seen) == 7 and len(set(seen)) == 7
+    assert seen == sorted(seen, reverse=True)
+
+    window = client.get(
+        url,
+        params={
+            "since": (start + timedelta(hours=2)).isoformat(),
+            "until": (start + timedelta(hours=4)).isoformat(),
+        },
+        headers=headers,
+    ).json()
+    assert len(window["items"]) == 2
+    assert client.get(url, params={"cursor": "garbage"}, headers=headers).status_code == 422
+    assert client.get(url, params={"limit": 201}, headers=headers).status_code == 422
+
+
+def _count_queries(client: TestClient, send) -> int:  # type: ignore[no-untyped-def]
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        send()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return len(statements)
+
+
+def test_a_report_costs_a_fixed_number_of_queries(
+    world: World, client: TestClient, tokens: Tokens
+) -> None:
+    patient = world.patient(drugs=("interferon_alfa_2b", "bevacizumab"))
+    world.report(patient["id"], {"fatigue": 1})  # some history for the trend rules
+
+    def send(symptoms: dict[str, int]) -> int:
+        body = report_body(symptoms, {"temperature_c": 37.0, "systolic_bp": 120, "weight_kg": 70})
+        return _count_queries(client, lambda: post(client, tokens, patient["id"], body))
+
+    one = send({"fatigue": 1})
+    three = send({"fatigue": 1, "nausea": 1, "headache": 1})
+    eight = send(
+        {
+            c: 1
+            for c in (
+                "fatigue",
+                "nausea",
+                "headache",
+                "rash",
+                "chills",
+                "diarrhea",
+                "dizziness",
+                "sore_throat",
+            )
+        }
+    )
+    assert one == three == eight, (one, three, eight)
+    assert three <= 15, three
