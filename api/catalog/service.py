@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +34,8 @@ from api.rules.definitions import Policy, RuleDef
 from api.rules.engine import VersionedRule
 
 POLICY_KEY = "policy"
+# Changed on every catalog write; workers compare it to reuse their parsed copy of the rules.
+REVISION_KEY = "revision"
 
 
 def content_hash(data: Any) -> str:
@@ -218,6 +222,7 @@ def put_drug(session: Session, code: str, body: DrugBody) -> tuple[DrugDetail, b
     for row in session.scalars(select(Rule).where(Rule.drug_code == code, Rule.active)):
         if row.id not in {r.id for r in rules}:
             row.active = False
+    bump_revision(session)
     session.flush()
     return get_drug(session, code), created
 
@@ -231,8 +236,36 @@ class EvaluationCatalog:
     symptom_names: dict[str, str]
 
 
+def bump_revision(session: Session) -> None:
+    row = session.get(CatalogSetting, REVISION_KEY)
+    if row is None:
+        session.add(CatalogSetting(key=REVISION_KEY, value={"id": uuid.uuid4().hex}))
+    else:
+        row.value = {"id": uuid.uuid4().hex}
+
+
+_cache: dict[tuple[str, str], EvaluationCatalog] = {}
+_cache_lock = threading.Lock()
+
+
 def evaluation_catalog(session: Session) -> EvaluationCatalog:
-    """Everything the engine needs from the catalog, in a few queries."""
+    """What the engine needs from the catalog: one query while the catalog is unchanged."""
+    revision = session.scalar(
+        select(CatalogSetting.value).where(CatalogSetting.key == REVISION_KEY)
+    )
+    key = (str(session.get_bind().engine.url), (revision or {}).get("id", ""))
+    with _cache_lock:
+        cached = _cache.get(key)
+    if cached is not None:
+        return cached
+    catalog = _load_evaluation_catalog(session)
+    with _cache_lock:
+        _cache.clear()  # older revisions are of no further use
+        _cache[key] = catalog
+    return catalog
+
+
+def _load_evaluation_catalog(session: Session) -> EvaluationCatalog:
     serious: dict[str, set[str]] = {}
     for drug_code, symptom_code in session.execute(
         select(DrugSideEffect.drug_code, DrugSideEffect.symptom_code).where(

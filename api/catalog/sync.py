@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from api.catalog.models import CatalogSetting, Drug, Rule, Symptom, Vital
 from api.catalog.service import (
     POLICY_KEY,
+    bump_revision,
     content_hash,
     replace_side_effects,
     rule_json,
@@ -73,4 +74,5 @@ def sync_shipped_catalog(connection: Connection) -> None:
             session.add(CatalogSetting(key=POLICY_KEY, value=policy, shipped_hash=digest))
         elif setting.shipped_hash != digest:
             setting.value, setting.shipped_hash = policy, digest
+        bump_revision(session)
         session.flush()

@@ -307,4 +307,4 @@ def test_a_report_costs_a_fixed_number_of_queries(
         }
     )
     assert one == three == eight, (one, three, eight)
-    assert three <= 15, three
+    assert three <= 11, three
