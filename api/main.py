@@ -16,7 +16,7 @@ from api.alerts.router import router as alerts_router
 from api.audit.router import router as audit_router
 from api.catalog.router import router as catalog_router
 from api.db import make_engine
-from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from api.middleware import BodyLimitMiddleware, RateLimitMiddleware, RequestContextMiddleware
 from api.patients.router import router as patients_router
 from api.reports.router import router as reports_router
 from api.rules.router import router as rules_router
@@ -50,6 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_verifier = HS256Verifier(settings)
 
     errors.install(app)
+    if settings.rate_limit_per_minute:
+        app.add_middleware(RateLimitMiddleware, per_minute=settings.rate_limit_per_minute)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import time
 import uuid
 from typing import Any
 
+from limits import RateLimitItemPerMinute
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import PROBLEM_JSON
@@ -61,26 +66,64 @@ class BodyLimitMiddleware:
 
 
 async def _send_413(send: Send, max_bytes: int) -> None:
-    body = json.dumps(
-        {
-            "type": "about:blank",
-            "title": "Payload too large",
-            "status": 413,
-            "detail": f"The body is larger than {max_bytes} bytes",
-        }
-    ).encode()
+    detail = f"The body is larger than {max_bytes} bytes"
+    await send_problem(send, 413, "Payload too large", detail, [(b"connection", b"close")])
+
+
+async def send_problem(
+    send: Send, status: int, title: str, detail: str, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """A problem+json answer from middleware, before the app (and its handlers) run."""
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", PROBLEM_JSON.encode()),
                 (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
+                *headers,
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body.encode()})
+
+
+class RateLimitMiddleware:
+    """Per-token request budget (moving one-minute window); 429 with Retry-After when spent.
+
+    Counted in each worker process: with N workers a token gets up to N times the limit. That
+    bounds abuse without a shared store; a hospital needing an exact global limit puts it in its
+    gateway.
+    """
+
+    def __init__(self, app: ASGIApp, per_minute: int) -> None:
+        self.app = app
+        self.item = RateLimitItemPerMinute(per_minute)
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        credential = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        if credential is None:
+            client = scope.get("client")
+            credential = (client[0] if client else "unknown").encode()
+        # Keyed by a digest: the limiter's memory never holds a usable token.
+        key = hashlib.sha256(credential).hexdigest()
+        if not self.limiter.hit(self.item, key):
+            reset = self.limiter.get_window_stats(self.item, key).reset_time
+            retry_after = max(1, math.ceil(reset - time.time()))
+            await send_problem(
+                send,
+                429,
+                "Too many requests",
+                f"More than {self.item.amount} requests a minute for this token",
+                [(b"retry-after", str(retry_after).encode())],
+            )
+            return
+        await self.app(scope, receive, send)
 
 
 SECURITY_HEADERS = [

@@ -68,7 +68,8 @@ def test_grade_zero_alone_is_a_valid_report(world: World) -> None:
 
 
 INVALID = [
-    ("unknown code", {"symptoms": [{"code": "hiccups", "grade": 1}]}, ["body", "symptoms", 0, "code"]),
+    ("unknown code", {"symptoms": [{"code": "hiccups", "grade": 1}]},
+     ["body", "symptoms", 0, "code"]),
     ("code twice", {"symptoms": [{"code": "fever", "grade": 1}, {"code": "fever", "grade": 2}]},
      ["body", "symptoms"]),
     ("grade 5", {"symptoms": [{"code": "fever", "grade": 5}]}, ["body", "symptoms", 0, "grade"]),
@@ -140,16 +141,13 @@ def test_twenty_concurrent_identical_posts_store_one_report(
     patient = world.patient(drugs=("aldesleukin",))
     body = report_body({"fever": 3}, {"systolic_bp": 85})
     headers = world.tokens.patient(patient["id"])
-    with live_server(database_url) as base, httpx.Client(base_url=base, timeout=30) as http:
-        with ThreadPoolExecutor(max_workers=20) as pool:
-            responses = list(
-                pool.map(
-                    lambda _: http.post(
-                        f"/v1/patients/{patient['id']}/reports", json=body, headers=headers
-                    ),
-                    range(20),
-                )
-            )
+    url = f"/v1/patients/{patient['id']}/reports"
+    with (
+        live_server(database_url) as base,
+        httpx.Client(base_url=base, timeout=30) as http,
+        ThreadPoolExecutor(max_workers=20) as pool,
+    ):
+        responses = list(pool.map(lambda _: http.post(url, json=body, headers=headers), range(20)))
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200] * 19 + [201], statuses
     assert len({r.json()["id"] for r in responses}) == 1

@@ -1,0 +1,63 @@
+"""When PostgreSQL goes away: 503 problem+json with Retry-After, no hang, recovery by itself."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.conftest import Tokens, World, report_body
+from tests.live_server import live_server
+from tests.resilience.tcp_proxy import TcpProxy
+
+
+@pytest.fixture
+def proxied_url(database_url: str) -> Iterator[tuple[TcpProxy, str]]:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a database server that can go away: runs in the PostgreSQL suite")
+    url = make_url(database_url)
+    proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
+    proxy.start()
+    yield proxy, url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    proxy.stop()
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert int(response.headers["retry-after"]) > 0
+    assert "psycopg" not in response.text and "Traceback" not in response.text
+
+
+def test_database_outage_and_recovery(
+    proxied_url: tuple[TcpProxy, str], world: World, tokens: Tokens
+) -> None:
+    proxy, url = proxied_url
+    patient = world.patient(drugs=("aldesleukin",))
+    headers = tokens.patient(patient["id"])
+    reports = f"/v1/patients/{patient['id']}/reports"
+    # httpx's own timeout is the "no hang" bound: a request that hangs fails the test.
+    with (
+        live_server(url, db_pool_timeout=3) as base,
+        httpx.Client(base_url=base, timeout=20) as client,
+    ):
+        assert client.get("/readyz").status_code == 200
+        assert (
+            client.post(reports, json=report_body({"fever": 1}), headers=headers).status_code == 201
+        )
+
+        proxy.stop()  # the database restarts: open connections die, new ones are refused
+        assert_unavailable(client.get("/readyz"))
+        assert_unavailable(client.get("/v1/drugs", headers=headers))
+        lost = report_body({"fever": 2}, {"systolic_bp": 85})
+        assert_unavailable(client.post(reports, json=lost, headers=headers))
+
+        proxy.start()  # back on the same address
+        assert client.get("/readyz").status_code == 200
+        # The client retries the report it could not deliver: stored once, alert raised.
+        retried = client.post(reports, json=lost, headers=headers)
+        assert retried.status_code == 201, retried.text
+        assert {a["rule_id"] for a in retried.json()["alerts"]} >= {"cls-hypotension"}
+        assert client.post(reports, json=lost, headers=headers).status_code == 200
