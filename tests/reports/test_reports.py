@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 
 from api.reports.models import Report
-from tests.alerts.live_server import live_server
 from tests.conftest import Tokens, World, report_body
+from tests.live_server import live_server
 
 NOW = datetime.now(UTC)
 
