@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from api.settings import Settings
+from api.settings import PoolSettings, Settings
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -59,7 +59,13 @@ def utcnow() -> datetime:
 def make_engine(settings: Settings) -> Engine:
     url = settings.database_url
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
         _configure_sqlite(engine)
         return engine
     connect_args: dict[str, Any] = {"connect_timeout": 5}
@@ -101,5 +107,10 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 # The transaction ends when the endpoint returns, before the response is sent, so a client never
-# sees a success for data that then failed to commit.
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+# sees a success for data that then failed to commit. At most as many requests hold a session as
+# the pool has connections: the rest wait here without a thread, instead of taking every worker
+# thread while they wait for a connection that a thread-less request holds (pool starvation).
+SessionDep = Annotated[
+    Session,
+    Depends(get_session, scope="function", max_concurrency=PoolSettings().db_capacity),
+]

@@ -11,17 +11,26 @@ DEV_JWT_SECRET = "development-only-secret-not-for-production-use"  # noqa: S105
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", DEV_JWT_SECRET}
 
 
-class Settings(BaseSettings):
+class PoolSettings(BaseSettings):
+    """Connection pool size per worker process; read at import to size the request limiter."""
+
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
+    db_pool_size: int = Field(default=20, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+
+    @property
+    def db_capacity(self) -> int:
+        return self.db_pool_size + self.db_max_overflow
+
+
+class Settings(PoolSettings):
     app_env: Literal["development", "production"] = "development"
     database_url: str = "sqlite:///./symptoms.db"
     jwt_secret: SecretStr = SecretStr("")
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
-    db_pool_size: int = Field(default=20, ge=1)
-    db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout: float = Field(default=5.0, gt=0)
     db_statement_timeout_ms: int = Field(default=10_000, ge=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
