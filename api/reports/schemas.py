@@ -96,9 +96,10 @@ class ReportCreate(ReportBody):
     @field_validator("recorded_at")
     @classmethod
     def _not_in_future(cls, value: datetime) -> datetime:
+        # The offset is kept: therapy days are the patient's local days. Stored as UTC.
         if value - datetime.now(UTC) > MAX_FUTURE:
             raise ValueError("is more than 5 minutes in the future")
-        return value.astimezone(UTC)
+        return value
 
 
 class BatchCreate(BaseModel):

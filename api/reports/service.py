@@ -4,7 +4,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import insert, select, tuple_
@@ -16,6 +16,7 @@ from api.catalog.service import EvaluationCatalog, evaluation_catalog
 from api.db import utcnow
 from api.errors import Conflict, Invalid, validation_errors
 from api.patients.models import Patient, Therapy
+from api.patients.service import DEFAULT_WATCH_DAYS
 from api.reports.models import Report, ReportSymptom
 from api.reports.schemas import (
     Advice,
@@ -176,7 +177,7 @@ def _store_one(
         id=report_id,
         patient_id=patient.id,
         client_report_id=body.client_report_id,
-        recorded_at=body.recorded_at,
+        recorded_at=body.recorded_at.astimezone(UTC),
         received_at=now,
         symptoms=[SymptomRead(code=s.code, grade=s.grade, note=s.note) for s in body.symptoms],
         vitals=vitals or None,
@@ -238,21 +239,27 @@ def _context(
 def _first_weight(
     session: Session, patient: Patient, therapies: list[engine.Therapy], before: datetime
 ) -> float | None:
-    """Without a recorded baseline: the first weight reported in the current therapy."""
-    current = [
-        t
+    """Without a recorded baseline: the first weight reported in the current therapy.
+
+    The current therapy is the one started last among those the patient is on, counting a
+    course that ended within the default watch window (capillary leak outlasts the last dose).
+    """
+    day = before.date()
+    recent = [
+        t.started_on
         for t in therapies
-        if t.started_on <= before.date() and (t.ended_on is None or t.ended_on >= before.date())
+        if t.started_on <= day
+        and (t.ended_on is None or day <= t.ended_on + timedelta(days=DEFAULT_WATCH_DAYS))
     ]
-    if not current:
+    if not recent:
         return None
-    start = min(t.started_on for t in current)
+    start = datetime.combine(max(recent), datetime.min.time(), before.tzinfo)
     return session.scalar(
         select(Report.weight_kg)
         .where(
             Report.patient_id == patient.id,
             Report.weight_kg.is_not(None),
-            Report.recorded_at >= datetime.combine(start, datetime.min.time(), before.tzinfo),
+            Report.recorded_at >= start,
             Report.recorded_at < before,
         )
         .order_by(Report.recorded_at)

@@ -160,6 +160,13 @@ class Escalation(_Node):
     min_urgent: int = Field(ge=2)
     severity: Severity
     source: str
+    # Findings are distinct when they rest on different problems. Evidence that describes one
+    # problem (a measured temperature and reported fever) is grouped here, written as causes
+    # such as "vital:temperature_c", "symptom:fever", "metric:weight_gain_pct".
+    same_problem: list[
+        list[Annotated[str, Field(pattern=r"^(symptom|vital|metric):[a-z0-9_]+$")]]
+    ] = Field(default_factory=list)
+    rationale: str | None = Field(default=None, max_length=1000)
 
 
 class Policy(_Node):

@@ -373,15 +373,20 @@ def _evaluate_rule(
 def _escalation(found: list[tuple[Finding, set[str]]], policy: Policy) -> Finding | None:
     """UKONS: two or more distinct urgent findings in one report escalate to emergency.
 
-    Findings are distinct when they rest on different evidence: fever grade 3 firing both
-    ``fever`` and ``severe-symptom`` is one problem, temperature 38.5 with nausea grade 3 is two.
+    Counted by problem, not by rule: fever grade 3 firing both ``fever`` and ``severe-symptom``
+    (or with a measured 38.5 °C) is one problem; nausea 3 and diarrhoea 3, even inside the one
+    ``severe-symptom`` finding, are two. The policy's ``same_problem`` groups say which evidence
+    describes one problem.
     """
     rule = policy.escalation
-    urgent = [(f, causes) for f, causes in found if f.severity == "urgent"]
-    distinct = set().union(*(causes for _, causes in urgent))
-    if len(urgent) < rule.min_urgent or len(distinct) < rule.min_urgent:
+    group_of = {cause: group[0] for group in rule.same_problem for cause in group}
+    urgent = sorted(
+        ((f, causes) for f, causes in found if f.severity == "urgent"),
+        key=lambda item: item[0].rule_id,
+    )
+    problems = {group_of.get(cause, cause) for _, causes in urgent for cause in causes}
+    if len(problems) < rule.min_urgent:
         return None
-    urgent.sort(key=lambda item: item[0].rule_id)
     reasons = "; ".join(f"{f.title}: {f.detail}" for f, _ in urgent)
     return Finding(
         rule_id=rule.rule_id,
@@ -389,13 +394,13 @@ def _escalation(found: list[tuple[Finding, set[str]]], policy: Policy) -> Findin
         drug_code=None,
         severity=rule.severity,
         title=rule.title,
-        detail=f"{len(urgent)} urgent findings on different evidence in one report: {reasons}",
+        detail=f"{len(problems)} distinct urgent problems in one report: {reasons}",
         evidence={
             "causes": [
                 {"rule_id": f.rule_id, "detail": f.detail, "evidence": f.evidence}
                 for f, _ in urgent
             ],
-            "distinct": sorted(distinct),
+            "distinct": sorted(problems),
         },
         follow_up_minutes=policy.severities[rule.severity].follow_up_minutes,
     )

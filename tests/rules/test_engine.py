@@ -176,7 +176,7 @@ def test_weight_gain_detail_and_evidence() -> None:
 
 
 def test_star_matches_every_reported_symptom_at_threshold() -> None:
-    rules = [rule("any", branch("urgent", {"symptom": "*", "gte": 3}))]
+    rules = [rule("any", branch("routine", {"symptom": "*", "gte": 3}))]
     finding = only(run(rules, {"rash": 3, "nausea": 4, "fever": 2}))
     assert [leaf["symptom"] for leaf in finding.evidence["matched"]] == ["nausea", "rash"]
     assert not run(rules, {"rash": 2}).findings
@@ -279,7 +279,7 @@ def test_any_records_every_matching_child() -> None:
             {"vital": "heart_rate", "gt": 130},
         ]
     }
-    rules = [rule("r", branch("urgent", when))]
+    rules = [rule("r", branch("routine", when))]
     assert not run(rules, {"fever": 2}, {"temperature_c": 37.0}).findings
     finding = only(run(rules, {"fever": 3}, {"temperature_c": 38.4, "heart_rate": 100}))
     assert [("vital" in leaf, leaf.get("symptom")) for leaf in finding.evidence["matched"]] == [
@@ -583,9 +583,26 @@ def test_one_symptom_firing_two_rules_does_not_escalate() -> None:
     assert result.advice == Advice("urgent", "We will call you today.")
 
 
-def test_one_urgent_finding_never_escalates_even_with_several_causes() -> None:
+def test_two_problems_inside_one_finding_escalate() -> None:
+    # UKONS counts problems: severe nausea and severe vomiting are two amber findings.
     result = run(RULES, {"nausea": 3, "vomiting": 3})
-    assert fired(result) == {"severe-symptom": "urgent"}
+    assert fired(result) == {"severe-symptom": "urgent", "multiple-urgent": "emergency"}
+    assert result.findings[0].evidence["distinct"] == ["symptom:nausea", "symptom:vomiting"]
+
+
+def test_evidence_of_one_problem_does_not_escalate() -> None:
+    grouped = Policy.model_validate(
+        POLICY.model_dump()
+        | {
+            "escalation": POLICY.escalation.model_dump()
+            | {"same_problem": [["symptom:fever", "vital:temperature_c"]]}
+        }
+    )
+    result = run(RULES, {"fever": 3}, {"temperature_c": 38.5}, policy=grouped)
+    assert fired(result) == {"fever": "urgent", "severe-symptom": "urgent"}
+    escalated = run(RULES, {"fever": 3, "nausea": 3}, {"temperature_c": 38.5}, policy=grouped)
+    assert fired(escalated)["multiple-urgent"] == "emergency"
+    assert escalated.findings[0].evidence["distinct"] == ["symptom:fever", "symptom:nausea"]
 
 
 def test_emergency_findings_do_not_count_towards_escalation() -> None:
