@@ -12,8 +12,8 @@ import httpx
 from fastapi.testclient import TestClient
 
 from tests.alerts.helpers import WINDOWS, by_rule, list_all, ts
-from tests.live_server import live_server
 from tests.conftest import Tokens, World, report_body
+from tests.live_server import live_server
 
 MINUTE = timedelta(minutes=1)
 

@@ -19,8 +19,8 @@ from sqlalchemy import update
 
 from api.models import Alert
 from tests.alerts.helpers import by_rule, holds, list_all, ts
-from tests.live_server import live_server
 from tests.conftest import Tokens, World
+from tests.live_server import live_server
 
 IFN = "interferon_alfa_2b"
 DAY = timedelta(days=1)
