@@ -11,6 +11,7 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select
 
 from api.db import SessionDep
 from api.errors import Forbidden, NotFound, Unauthorized
@@ -159,10 +160,28 @@ def patient_in_scope(
     session: SessionDep,
 ) -> Patient:
     """The patient of the path, if the caller may see it; otherwise 404 (no existence leak)."""
-    patient = session.get(Patient, patient_id)
+    return _visible(session.get(Patient, patient_id), principal)
+
+
+def locked_patient_in_scope(
+    patient_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+) -> Patient:
+    """As ``patient_in_scope``, holding the patient's row lock until the transaction ends.
+
+    Reports of one patient are evaluated one at a time, so the history the rules read cannot
+    move under them; other patients never wait (SQLite: the write lock serialises anyway).
+    """
+    locked = select(Patient).where(Patient.id == patient_id).with_for_update()
+    return _visible(session.scalar(locked), principal)
+
+
+def _visible(patient: Patient | None, principal: Principal) -> Patient:
     if patient is None or not can_see_patient(principal, patient):
         raise NotFound("No such patient")
     return patient
 
 
 ScopedPatient = Annotated[Patient, Depends(patient_in_scope)]
+LockedPatient = Annotated[Patient, Depends(locked_patient_in_scope)]

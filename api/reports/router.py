@@ -19,7 +19,7 @@ from api.reports.schemas import (
     ReportCreated,
     ReportRead,
 )
-from api.security import CurrentPrincipal, Principal, ScopedPatient
+from api.security import CurrentPrincipal, LockedPatient, Principal, ScopedPatient
 
 router = APIRouter(prefix="/v1/patients", tags=["reports"], responses=PROBLEM_RESPONSES)
 
@@ -30,7 +30,7 @@ router = APIRouter(prefix="/v1/patients", tags=["reports"], responses=PROBLEM_RE
     responses={200: {"model": ReportCreated, "description": "Replay of a stored report"}},
 )
 def create_report(
-    patient: ScopedPatient,
+    patient: LockedPatient,
     body: ReportCreate,
     principal: CurrentPrincipal,
     session: SessionDep,
@@ -46,7 +46,7 @@ def create_report(
 
 @router.post("/{patient_id}/reports/batch")
 def create_reports_batch(
-    patient: ScopedPatient, body: BatchCreate, principal: CurrentPrincipal, session: SessionDep
+    patient: LockedPatient, body: BatchCreate, principal: CurrentPrincipal, session: SessionDep
 ) -> BatchResponse:
     results, stored = service.submit_batch(session, patient, body.reports)
     for outcome in stored:

@@ -47,17 +47,8 @@ def body_hash(body: ReportCreate) -> str:
     ).hexdigest()
 
 
-def lock_patient(session: Session, patient: Patient) -> None:
-    """One report of a patient at a time: the engine must read a history that cannot move.
-
-    PostgreSQL: a row lock, so other patients never wait. SQLite: every write transaction
-    already holds the database lock (BEGIN IMMEDIATE).
-    """
-    session.execute(select(Patient.id).where(Patient.id == patient.id).with_for_update())
-
-
 def submit(session: Session, patient: Patient, body: ReportCreate) -> Stored:
-    lock_patient(session, patient)
+    """Store one report; the caller holds the patient's lock (``LockedPatient``)."""
     catalog = evaluation_catalog(session)
     return _store_one(session, patient, body, catalog)
 
@@ -65,7 +56,6 @@ def submit(session: Session, patient: Patient, body: ReportCreate) -> Stored:
 def submit_batch(
     session: Session, patient: Patient, raw_items: list[dict[str, object]]
 ) -> tuple[list[BatchResult], list[Stored]]:
-    lock_patient(session, patient)
     catalog = evaluation_catalog(session)
     results: list[BatchResult | None] = [None] * len(raw_items)
     valid: list[tuple[int, ReportCreate]] = []
