@@ -13,6 +13,7 @@ from fastapi import Query
 from pydantic import BaseModel
 
 from api.errors import Invalid
+from api.types import check_timestamp
 
 T = TypeVar("T")
 MAX_LIMIT = 200
@@ -42,7 +43,7 @@ def decode_cursor(cursor: str | None, *parsers: Callable[[Any], Any]) -> list[An
         if not isinstance(values, list) or len(values) != len(parsers):
             raise ValueError("shape")
         return [parse(v) for parse, v in zip(parsers, values, strict=True)]
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
         raise Invalid([{"loc": ["query", "cursor"], "msg": "not a cursor from this list"}]) from exc
 
 
@@ -50,7 +51,7 @@ def parse_time(value: Any) -> datetime:
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         raise ValueError("naive")
-    return parsed
+    return check_timestamp(parsed)
 
 
 def page_of(items: list[T], limit: int, key: Any) -> Page[T]:

@@ -17,6 +17,7 @@ from api.db import SessionDep
 from api.errors import Forbidden, NotFound, Unauthorized
 from api.patients.models import Patient
 from api.settings import Settings
+from api.types import NO_NUL
 
 Role = Literal["patient", "clinician", "admin"]
 
@@ -24,10 +25,10 @@ Role = Literal["patient", "clinician", "admin"]
 class Claims(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    sub: str = Field(min_length=1, max_length=200)
+    sub: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     role: Role
     patient_id: uuid.UUID | None = None
-    teams: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+    teams: list[Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]] = Field(
         default_factory=list, max_length=200
     )
 

@@ -23,7 +23,9 @@ from api.pagination import Cursor, Limit, Page, decode_cursor, page_of, parse_ti
 from api.reports.models import Report
 from api.reports.schemas import ReportRead
 from api.reports.service import read_reports
+from api.rules.definitions import CODE_PATTERN
 from api.security import Principal, Staff
+from api.types import TEAM_PATTERN
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"], responses=PROBLEM_RESPONSES)
 
@@ -33,6 +35,12 @@ StatusFilter = Literal["open", "acknowledged", "resolved"]
 
 class AlertDetail(AlertRead):
     report: ReportRead
+
+
+def _triage_rank(value: object) -> int:
+    if type(value) is not int or value not in TRIAGE_RANK.values():
+        raise ValueError("not a triage rank")
+    return value
 
 
 def _scoped(query, principal: Principal):  # type: ignore[no-untyped-def]
@@ -54,8 +62,8 @@ def list_alerts(
     status: StatusFilter | None = None,
     severity: SeverityFilter | None = None,
     patient_id: uuid.UUID | None = None,
-    drug_code: Annotated[str | None, Query(max_length=64)] = None,
-    team: Annotated[str | None, Query(max_length=64)] = None,
+    drug_code: Annotated[str | None, Query(max_length=64, pattern=CODE_PATTERN)] = None,
+    team: Annotated[str | None, Query(max_length=64, pattern=TEAM_PATTERN)] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[AlertRead]:
@@ -72,7 +80,7 @@ def list_alerts(
         query = query.where(Alert.drug_code == drug_code)
     if team:
         query = query.where(Alert.care_team == team)
-    if after := decode_cursor(cursor, int, parse_time, uuid.UUID):
+    if after := decode_cursor(cursor, _triage_rank, parse_time, uuid.UUID):
         query = query.where(
             tuple_(Alert.triage_rank, Alert.follow_up_due_at, Alert.id) > tuple_(*after)
         )

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.types import NO_NUL
+
 
 class AlertRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -36,13 +38,13 @@ class AlertRead(BaseModel):
 class AcknowledgeBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    note: str | None = Field(default=None, max_length=2000)
+    note: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)
 
 
 class ResolveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    note: str = Field(min_length=1, max_length=2000)
+    note: str = Field(min_length=1, max_length=2000, pattern=NO_NUL)
     outcome: Literal["confirmed", "false_alarm"] | None = None
 
 

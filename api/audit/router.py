@@ -13,6 +13,7 @@ from api.db import SessionDep
 from api.errors import PROBLEM_RESPONSES
 from api.pagination import Cursor, Limit, Page, decode_cursor, page_of, parse_time
 from api.security import Admin
+from api.types import NO_NUL
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
 
@@ -32,9 +33,9 @@ class AuditRead(BaseModel):
 def list_audit(
     _: Admin,
     session: SessionDep,
-    resource_type: Annotated[str | None, Query(max_length=32)] = None,
-    resource_id: Annotated[str | None, Query(max_length=128)] = None,
-    actor: Annotated[str | None, Query(max_length=200)] = None,
+    resource_type: Annotated[str | None, Query(max_length=32, pattern=NO_NUL)] = None,
+    resource_id: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
+    actor: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[AuditRead]:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -19,6 +19,7 @@ from api.patients.schemas import (
     TherapyRead,
 )
 from api.security import CurrentPrincipal, ScopedPatient, Staff
+from api.types import TEAM_PATTERN, Day
 
 router = APIRouter(prefix="/v1/patients", tags=["patients"], responses=PROBLEM_RESPONSES)
 
@@ -36,7 +37,7 @@ def create_patient(body: PatientCreate, principal: Staff, session: SessionDep) -
 def list_patients(
     principal: Staff,
     session: SessionDep,
-    team: Annotated[str | None, Query(max_length=64)] = None,
+    team: Annotated[str | None, Query(max_length=64, pattern=TEAM_PATTERN)] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[PatientRead]:
@@ -79,6 +80,6 @@ def get_questionnaire(
     patient: ScopedPatient,
     _: CurrentPrincipal,
     session: SessionDep,
-    on: Annotated[date | None, Query(description="Day to ask for (default: today, UTC)")] = None,
+    on: Annotated[Day | None, Query(description="Day to ask for (default: today, UTC)")] = None,
 ) -> Questionnaire:
     return service.questionnaire(session, patient, on or datetime.now(UTC).date())

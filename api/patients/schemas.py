@@ -6,14 +6,15 @@ from datetime import date, datetime
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from api.rules.definitions import CODE_PATTERN
+from api.types import NO_NUL, TEAM_PATTERN, Day
 
 
 class PatientCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    care_team: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    external_id: str | None = Field(default=None, min_length=1, max_length=128)
-    display_name: str | None = Field(default=None, min_length=1, max_length=200)
+    care_team: str = Field(min_length=1, max_length=64, pattern=TEAM_PATTERN)
+    external_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=NO_NUL)
+    display_name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NO_NUL)
     baseline_weight_kg: float | None = Field(default=None, ge=2, le=500)
 
 
@@ -32,8 +33,8 @@ class TherapyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     drug_code: str = Field(pattern=CODE_PATTERN, max_length=64)
-    started_on: date
-    ended_on: date | None = None
+    started_on: Day
+    ended_on: Day | None = None
 
     @field_validator("ended_on")
     @classmethod

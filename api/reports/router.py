@@ -4,7 +4,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import AwareDatetime
 
 from api.alerts.schemas import AlertRead
 from api.audit.service import record
@@ -20,6 +19,7 @@ from api.reports.schemas import (
     ReportRead,
 )
 from api.security import CurrentPrincipal, LockedPatient, Principal, ScopedPatient
+from api.types import Timestamp
 
 router = APIRouter(prefix="/v1/patients", tags=["reports"], responses=PROBLEM_RESPONSES)
 
@@ -60,8 +60,8 @@ def list_reports(
     patient: ScopedPatient,
     _: CurrentPrincipal,
     session: SessionDep,
-    since: Annotated[AwareDatetime | None, Query()] = None,
-    until: Annotated[AwareDatetime | None, Query()] = None,
+    since: Annotated[Timestamp | None, Query()] = None,
+    until: Annotated[Timestamp | None, Query()] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[ReportRead]:

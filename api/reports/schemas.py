@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import yaml
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -19,6 +18,7 @@ from pydantic import (
 
 from api.alerts.schemas import AlertRead
 from api.rules.definitions import CODE_PATTERN
+from api.types import NO_NUL, Timestamp
 
 MAX_FUTURE = timedelta(minutes=5)
 MAX_BATCH = 100
@@ -37,7 +37,7 @@ class SymptomEntry(BaseModel):
 
     code: str = Field(pattern=CODE_PATTERN, max_length=64)
     grade: Grade
-    note: str | None = Field(default=None, max_length=1000)
+    note: str | None = Field(default=None, max_length=1000, pattern=NO_NUL)
 
 
 class Vitals(BaseModel):
@@ -70,7 +70,7 @@ class ReportBody(BaseModel):
 
     symptoms: list[SymptomEntry] = Field(default_factory=list, max_length=100)
     vitals: Vitals | None = None
-    note: str | None = Field(default=None, max_length=2000)
+    note: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)
 
     @field_validator("symptoms")
     @classmethod
@@ -91,7 +91,7 @@ class ReportBody(BaseModel):
 
 class ReportCreate(ReportBody):
     client_report_id: uuid.UUID
-    recorded_at: AwareDatetime
+    recorded_at: Timestamp
 
     @field_validator("recorded_at")
     @classmethod

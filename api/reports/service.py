@@ -239,7 +239,7 @@ def _first_weight(
         t.started_on
         for t in therapies
         if t.started_on <= day
-        and (t.ended_on is None or day <= t.ended_on + timedelta(days=DEFAULT_WATCH_DAYS))
+        and (t.ended_on is None or day - timedelta(days=DEFAULT_WATCH_DAYS) <= t.ended_on)
     ]
     if not recent:
         return None

@@ -24,6 +24,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from api.types import NO_NUL
+
 Severity = Literal["routine", "urgent", "emergency"]
 SEVERITY_RANK: dict[str, int] = {"routine": 1, "urgent": 2, "emergency": 3}
 Comparator = Literal["gte", "gt", "lte", "lt", "eq"]
@@ -34,7 +36,7 @@ RULE_ID_PATTERN = r"^[a-z][a-z0-9-]*$"
 
 
 class _Node(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _Compare(_Node):
@@ -115,7 +117,7 @@ class Branch(_Node):
     severity: Severity
     when: Condition
     # Appended to the generated detail in brackets, e.g. "capillary leak sign on aldesleukin".
-    note: str | None = Field(default=None, max_length=300)
+    note: str | None = Field(default=None, max_length=300, pattern=NO_NUL)
 
 
 class RuleScope(_Node):
@@ -127,7 +129,7 @@ class RuleScope(_Node):
 
 class RuleDef(_Node):
     id: str = Field(pattern=RULE_ID_PATTERN, max_length=64)
-    title: str = Field(min_length=1, max_length=200)
+    title: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     # Drug-owned rules (set by the loader / PUT /v1/drugs/{code}) apply to that drug only;
     # global rules (drug None) apply according to ``scope``.
     drug: str | None = Field(default=None, pattern=CODE_PATTERN)
@@ -136,9 +138,9 @@ class RuleDef(_Node):
     watch_days: int = Field(default=30, ge=0, le=3650)
     follow_up_minutes: int | None = Field(default=None, ge=1, le=60 * 24 * 14)
     branches: list[Branch] = Field(min_length=1)
-    source: str = Field(min_length=1, max_length=500)
+    source: str = Field(min_length=1, max_length=500, pattern=NO_NUL)
     # Where CLINICAL.md was silent: the conservative choice made, in words.
-    rationale: str | None = Field(default=None, max_length=1000)
+    rationale: str | None = Field(default=None, max_length=1000, pattern=NO_NUL)
 
     @model_validator(mode="after")
     def _scope_only_for_global(self) -> RuleDef:
@@ -149,7 +151,7 @@ class RuleDef(_Node):
 
 class SeverityPolicy(_Node):
     follow_up_minutes: int = Field(ge=1)
-    advice: str = Field(min_length=1, max_length=500)
+    advice: str = Field(min_length=1, max_length=500, pattern=NO_NUL)
 
 
 class Escalation(_Node):

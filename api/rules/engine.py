@@ -147,7 +147,8 @@ def _on_drugs(therapies: Sequence[Therapy], day: date, watch_days: int) -> list[
         t
         for t in therapies
         if t.started_on <= day
-        and (t.ended_on is None or day <= t.ended_on + timedelta(days=watch_days))
+        # Subtracting from the report's day cannot overflow, as adding to a far ended_on could.
+        and (t.ended_on is None or day - timedelta(days=watch_days) <= t.ended_on)
     ]
 
 

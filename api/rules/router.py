@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import case, func, select
 
 from api.alerts.models import Alert
@@ -13,20 +13,22 @@ from api.db import SessionDep
 from api.errors import PROBLEM_RESPONSES, Invalid
 from api.reports.schemas import MAX_BATCH, Advice, ReportBody, SymptomEntry, Vitals
 from api.rules import engine
+from api.rules.definitions import CODE_PATTERN
 from api.security import Staff
+from api.types import NO_NUL, Timestamp
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"], responses=PROBLEM_RESPONSES)
 
 
 class DryRunReport(ReportBody):
-    client_report_id: str | None = Field(default=None, max_length=64)
-    recorded_at: AwareDatetime | None = None
+    client_report_id: str | None = Field(default=None, max_length=64, pattern=NO_NUL)
+    recorded_at: Timestamp | None = None
 
 
 class HistoryItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    recorded_at: AwareDatetime
+    recorded_at: Timestamp
     symptoms: list[SymptomEntry] = Field(default_factory=list, max_length=100)
     vitals: Vitals | None = None
 
@@ -34,7 +36,7 @@ class HistoryItem(BaseModel):
 class EvaluateBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    drug_codes: list[Annotated[str, Field(max_length=64)]] = Field(
+    drug_codes: list[Annotated[str, Field(max_length=64, pattern=CODE_PATTERN)]] = Field(
         default_factory=list, max_length=20
     )
     baseline_weight_kg: float | None = Field(default=None, ge=2, le=500)
