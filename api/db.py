@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -22,6 +23,11 @@ NAMING_CONVENTION = {
 }
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+# Whether the current request may write (set per request from its method); SQLite uses it to take
+# the write lock up front only where a write follows.
+WRITE_INTENT: ContextVar[bool] = ContextVar("write_intent", default=True)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -96,7 +102,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Reads stay deferred: under WAL they run beside the one writer instead of queueing.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if WRITE_INTENT.get() else "BEGIN")
 
 
 def get_session(request: Request) -> Iterator[Session]:

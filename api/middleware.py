@@ -15,6 +15,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.db import WRITE_INTENT
 from api.errors import PROBLEM_JSON
 
 access_log = logging.getLogger("api.access")
@@ -148,6 +149,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        WRITE_INTENT.set(scope["method"] not in ("GET", "HEAD", "OPTIONS"))
         start = time.perf_counter()
         status = 500
 
