@@ -1,0 +1,1069 @@
+"""Load benchmark of the service as production runs it (issue 6).
+
+    .venv/bin/python bench/run.py [--sizes 10k,100k,1M] [--db postgres,sqlite] [--workers 1,2]
+                                  [--duration 10s] [--connections 64] [--ingest-connections 256]
+
+For each database and size: a fresh database (PostgreSQL: CREATE DATABASE bench_<random> on the
+server; SQLite: a temp file), `alembic upgrade head`, a bulk seed (bench/seed.py: COPY on
+PostgreSQL, Core executemany on SQLite), then for each worker count uvicorn serving api.main:app
+on it, and wrk driving the workloads (Lua scripts bench/reports.lua and bench/get.lua). The same
+wrk script and bodies against bench/echo.py under the same uvicorn settings give the echo bound.
+Prints one table, and writes it (JSON and markdown) with the raw wrk output and the server logs to
+bench/results/<date>/. Servers, databases and temp files are removed on exit, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+sys.path[:0] = [str(ROOT), str(BENCH)]
+
+import httpx  # noqa: E402
+import seed as seeding  # noqa: E402
+
+PY = sys.executable
+PG_ADMIN_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
+WORKLOADS = ("alerts", "alerts-deep", "history", "ingest", "batch")
+# Read workloads run first, on the database as seeded; the writes (ingest adds ~1k reports/s,
+# batch far more) come after them.
+DEEP_ITEMS = 5000  # how deep into the alert queue the deep-page cursor points
+INGEST_PATIENTS = 1000  # distinct patients (and tokens) the write workloads spread over
+BATCH = 100
+# wrk gets one thread (-t1): on 2 cores the server needs the rest. Measured on the 2-core
+# machine against the echo app (uvloop + httptools, 64 connections, the ingest script): one wrk
+# thread drove 18-32k requests/s using 45-65 % of one core, and -t2 gave no more with 2 workers
+# (21k vs 21-24k: the cores were full, a second wrk thread only takes CPU from the server). The
+# service itself answers far fewer requests, where wrk needs a few % of a core ("wrk cpu" column:
+# wrk's CPU time / the run's duration; 100 % = one core).
+WRK_THREADS = 1
+
+
+# --- small helpers -------------------------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def parse_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def parse_size(value: str) -> int:
+    v = value.strip().lower()
+    if v in SIZES:
+        return SIZES[v]
+    mult = {"k": 1_000, "m": 1_000_000}.get(v[-1:], 1)
+    return int(float(v.rstrip("km")) * mult)
+
+
+def size_label(n: int) -> str:
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    if n >= 1_000 and n % 1_000 == 0:
+        return f"{n // 1_000}k"
+    return str(n)
+
+
+def parse_seconds(value: str) -> int:
+    m = re.fullmatch(r"\s*(\d+)\s*([smh]?)\s*", value)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {value!r} (e.g. 10s, 1m)")
+    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pg_dsn(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def with_database(url: str, name: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+class Cleanup:
+    """Undo actions, run last-in first-out on exit, on error and on Ctrl-C/SIGTERM."""
+
+    def __init__(self) -> None:
+        self._actions: list[tuple[str, Callable[[], None]]] = []
+
+    def push(self, what: str, action: Callable[[], None]) -> Callable[[], None]:
+        entry = (what, action)
+        self._actions.append(entry)
+
+        def run_now() -> None:
+            if entry in self._actions:
+                self._actions.remove(entry)
+                action()
+
+        return run_now
+
+    def run_all(self) -> None:
+        while self._actions:
+            what, action = self._actions.pop()
+            try:
+                action()
+            except Exception as exc:
+                print(f"cleanup of {what} failed: {exc}", file=sys.stderr)
+
+
+# --- wrk -----------------------------------------------------------------------------------
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if not shutil.which("apt-get"):
+        raise SystemExit("wrk is not installed and apt-get is not available: install wrk first")
+    if os.geteuid() != 0:
+        raise SystemExit(
+            "wrk is not installed; installing it needs root: run `sudo apt-get install -y wrk` "
+            "(or run this script as root once)"
+        )
+    log("wrk is missing: apt-get update && apt-get install -y wrk")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "wrk"]):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"`{' '.join(cmd)}` failed:\n{done.stdout[-2000:]}{done.stderr}")
+    found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("apt-get install -y wrk ran but wrk is still not on PATH")
+    return found
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+def _proc_cpu_seconds(session: int) -> float:
+    """CPU time (user + system) of every live process in a session (a server and its workers)."""
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        # after "comm)": state ppid pgrp session ... utime(12) stime(13)
+        if int(fields[3]) == session:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy() -> tuple[float, float]:
+    with open("/proc/stat") as f:
+        cpu = [float(x) for x in f.readline().split()[1:]]
+    idle = cpu[3] + cpu[4]
+    return sum(cpu), idle
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    workers: int
+    idle_ms: float = 0.0  # median keep-alive request time on the idle server
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        return _proc_cpu_seconds(self.proc.pid)
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size
+
+    def log_since(self, offset: int) -> str:
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    def drain(self, offset: int, sent: int, limit: float = 30.0) -> float:
+        """Let the requests still running when wrk stopped finish (the client is gone, the
+        server is not), so that their outcome counts for this run and their load not for the
+        next: until the app logged as many requests as were sent since ``offset``, or the
+        server is quiet (no request finished, < 5 % of a core for 1 s), at most ``limit`` s."""
+        started = time.monotonic()
+        quiet, size = 0, self.log_size()
+        while time.monotonic() - started < limit and self.proc.poll() is None:
+            if self.log_since(offset).count('{"event": "request"') >= sent:
+                break
+            before = self.cpu_seconds()
+            time.sleep(0.5)
+            grown, size = self.log_size() != size, self.log_size()
+            quiet = 0 if grown or self.cpu_seconds() - before >= 0.025 else quiet + 1
+            if quiet >= 2:
+                break
+        return time.monotonic() - started
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+        # the workers too, should the master have died first
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+
+
+def start_server(
+    app: str,
+    env: dict[str, str],
+    workers: int,
+    log_path: Path,
+    cwd: Path,
+    cleanup: Cleanup,
+    app_dir: Path | None = None,
+    ready_path: str = "/readyz",
+    health_path: str = "/healthz",
+) -> tuple[Server, Callable[[], None]]:
+    """uvicorn as production runs it; returns once /readyz answers and every worker started."""
+    port = free_port()
+    cmd = [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--workers", str(workers), "--no-access-log", "--no-server-header"]
+    if app_dir is not None:
+        cmd += ["--app-dir", str(app_dir)]
+    out = open(log_path, "ab")  # noqa: SIM115 (closed with the server)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    server = Server(proc, port, log_path, workers)
+
+    def stop() -> None:
+        server.stop()
+        out.close()
+
+    stop_now = cleanup.push(f"server {app} :{port}", stop)
+    deadline = time.monotonic() + 90
+    with httpx.Client(timeout=2) as client:
+        while True:
+            if proc.poll() is not None:
+                stop_now()
+                raise SystemExit(f"{app} exited at start:\n{log_path.read_text()[-3000:]}")
+            started = log_path.read_text(errors="replace").count("Application startup complete")
+            try:
+                ok = client.get(server.url + ready_path).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok and started >= workers:
+                server.idle_ms = idle_latency_ms(server.url + health_path)
+                if server.idle_ms > 20:
+                    log(
+                        f"  NOTE: a keep-alive request to the idle {app} takes "
+                        f"{server.idle_ms:.0f} ms: Nagle's algorithm is on (uvicorn --workers N "
+                        "does not set TCP_NODELAY, uvicorn issue #3149), each response waits "
+                        "for the client's delayed ACK"
+                    )
+                return server, stop_now
+            if time.monotonic() > deadline:
+                stop_now()
+                raise SystemExit(f"{app} not ready in 90 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+
+def idle_latency_ms(url: str, n: int = 21) -> float:
+    """Median time of sequential requests on one keep-alive connection to an idle server."""
+    times = []
+    with httpx.Client(timeout=5) as client:
+        client.get(url)
+        for _ in range(n):
+            started = time.perf_counter()
+            client.get(url)
+            times.append((time.perf_counter() - started) * 1000)
+    return sorted(times)[n // 2]
+
+
+@dataclass
+class WrkResult:
+    command: str
+    raw: str
+    data: dict[str, Any]
+    wrk_cpu: float  # CPU seconds of wrk / wall seconds
+    server_cpu: float  # same for the server processes
+    machine_busy: float  # share of all cores busy during the run (anything on the machine)
+
+
+def run_wrk(
+    wrk: str,
+    url: str,
+    script: Path,
+    script_args: list[str],
+    connections: int,
+    duration: int,
+    timeout: int,
+    server: Server,
+) -> WrkResult:
+    cmd = [wrk, "-t", str(min(WRK_THREADS, connections)), "-c", str(connections)]
+    cmd += ["-d", f"{duration}s", "--timeout", f"{timeout}s", "--latency", "-s", str(script)]
+    cmd += [url, "--", *script_args]
+    srv_before = server.cpu_seconds()
+    total0, idle0 = _machine_busy()
+    started = time.monotonic()
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.monotonic() - started
+        out.seek(0)
+        raw = out.read().decode(errors="replace")
+    total1, idle1 = _machine_busy()
+    srv = (server.cpu_seconds() - srv_before) / wall
+    busy = 1 - (idle1 - idle0) / max(total1 - total0, 1)
+    line = next((x for x in raw.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({' '.join(cmd)}):\n{raw[-3000:]}")
+    data = json.loads(line.removeprefix("BENCH_JSON "))
+    # wrk calls request() once before the run to check the script (script_verify_request)
+    data["sent"] = max(0, data.get("sent", 0) - 1)
+    wrk_cpu = (usage.ru_utime + usage.ru_stime) / wall
+    return WrkResult(" ".join(cmd), raw, data, wrk_cpu, srv, busy)
+
+
+# --- databases -----------------------------------------------------------------------------
+
+
+@dataclass
+class Database:
+    kind: str  # postgres | sqlite
+    url: str
+    drop: Callable[[], None]
+
+
+def create_postgres(admin_url: str, cleanup: Cleanup, template: str | None = None) -> Database:
+    import psycopg
+
+    name = f"bench_{secrets.token_hex(6)}"
+    with psycopg.connect(pg_dsn(admin_url), autocommit=True) as conn:
+        if template:
+            # FILE_COPY: a checkpoint and a file copy, much faster than WAL_LOG for a big database
+            strategy = " STRATEGY = FILE_COPY" if conn.info.server_version >= 150000 else ""
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{strategy}')
+        else:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(pg_dsn(admin_url), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    drop_now = cleanup.push(f"database {name}", drop)
+    return Database("postgres", with_database(admin_url, name), drop_now)
+
+
+def create_sqlite(workdir: Path, cleanup: Cleanup, template: Path | None = None) -> Database:
+    path = workdir / f"bench_{secrets.token_hex(6)}.db"
+    if template is not None:
+        shutil.copyfile(template, path)
+
+    def drop() -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+    drop_now = cleanup.push(f"database {path}", drop)
+    return Database("sqlite", f"sqlite:///{path}", drop_now)
+
+
+def service_env(database_url: str, secret: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url,
+        APP_ENV="production",
+        JWT_SECRET=secret,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+    )
+    return env
+
+
+def migrate(database_url: str, secret: str, cwd: Path) -> float:
+    started = time.monotonic()
+    done = subprocess.run(
+        [PY, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "upgrade", "head"],
+        env=service_env(database_url, secret),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"alembic upgrade head failed:\n{done.stdout}{done.stderr}")
+    return time.monotonic() - started
+
+
+# --- workloads -----------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    db: str
+    workers: int
+    size: str
+    workload: str
+    connections: int
+    rps: float
+    reports_per_s: float | None
+    p50_ms: float | None  # None: no answer at all in the run
+    p99_ms: float | None
+    errors: int
+    ratio: float | None = None
+    wrk_cpu: float = 0.0
+    server_cpu: float = 0.0
+    machine_busy: float = 0.0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def row_from(
+    db: str,
+    workers: int,
+    size: str,
+    workload: str,
+    connections: int,
+    result: WrkResult,
+    timeout: int,
+) -> Row:
+    d = result.data
+    seconds = d["duration_us"] / 1e6
+    rps = d["requests"] / seconds
+    socket_errors = d["connect"] + d["read"] + d["write"] + d["timeout"]
+    # wrk counts a timeout only when the late answer arrives within the run; requests still
+    # unanswered at the end are not counted. When the run lasted longer than the timeout and
+    # its throughput says they had waited longer than that (Little's law: connections / rps >
+    # timeout), they count too.
+    unanswered = max(0, d.get("sent", 0) - d.get("responses", 0))
+    slow = rps == 0 or connections / rps > timeout
+    stalled = unanswered if seconds >= timeout and slow else 0
+    errors = d["unexpected"] + socket_errors + stalled
+    reports = None
+    if workload.startswith("batch"):
+        reports = d.get("created", 0) / seconds
+        errors += d.get("rejected", 0) + d.get("duplicate", 0)
+    detail = {k: v for k, v in d.items() if k not in ("sample",)}
+    detail["unanswered_at_end"] = unanswered
+    detail["stalled"] = stalled
+    if d.get("sample"):
+        detail["error_sample"] = d["sample"]
+    if workload.startswith("ingest") and d["responses"]:
+        detail["alert_share"] = round(d.get("advised", 0) / d["responses"], 3)
+    return Row(
+        db,
+        workers,
+        size,
+        workload,
+        connections,
+        rps,
+        reports,
+        d["p50_us"] / 1000 if d["requests"] else None,
+        d["p99_us"] / 1000 if d["requests"] else None,
+        errors,
+        wrk_cpu=result.wrk_cpu,
+        server_cpu=result.server_cpu,
+        machine_busy=result.machine_busy,
+        detail=detail,
+    )
+
+
+def server_log_findings(text: str) -> dict[str, Any]:
+    """Statuses by route from the app's JSON access log, and its warnings and errors."""
+    statuses: dict[str, int] = {}
+    problems: list[str] = []
+    for line in text.splitlines():
+        if line.startswith('{"event": "request"'):
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if entry["status"] >= 400:
+                    key = f"{entry['status']} {entry['method']} {entry['route']}"
+                    statuses[key] = statuses.get(key, 0) + 1
+        elif line.strip() and not line.startswith("INFO:"):
+            problems.append(line.strip())
+    locked = sum("database is locked" in p for p in problems)
+    # the app logs "database unavailable: OperationalError" and answers 503; on SQLite that is
+    # "database is locked" (the busy timeout ran out) or a pool timeout
+    unavailable = sum("database unavailable" in p for p in problems)
+    return {
+        "non_2xx": statuses,
+        "log_lines": problems[:20],
+        "database_locked": locked,
+        "db_unavailable": unavailable,
+    }
+
+
+def write_patients_file(
+    path: Path, patients: list[seeding.PatientInfo], tokens: dict[uuid.UUID, str]
+) -> None:
+    with open(path, "w") as f:
+        for p in patients:
+            weight = "" if p.weight is None else f"{p.weight}"
+            fields = [str(p.id), tokens[p.id], ",".join(p.codes), ",".join(p.serious)]
+            f.write("\t".join([*fields, ",".join(p.vitals), weight]) + "\n")
+
+
+def deep_cursor(base: str, token: str) -> tuple[str | None, int]:
+    """Follow the alert queue DEEP_ITEMS items down; the cursor there and the depth reached."""
+    cursor, depth = None, 0
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+        while depth < DEEP_ITEMS:
+            params: dict[str, Any] = {"limit": min(200, DEEP_ITEMS - depth)}
+            if cursor:
+                params["cursor"] = cursor
+            r = client.get("/v1/alerts", params=params)
+            r.raise_for_status()
+            page = r.json()
+            if not page["next_cursor"]:
+                break
+            cursor, depth = page["next_cursor"], depth + len(page["items"])
+    return cursor, depth
+
+
+def check_samples(base: str, patient: seeding.PatientInfo, token: str, clinician: str) -> None:
+    """One request of each kind by hand before the load: the setup must be right."""
+    now = datetime.now(UTC)
+    body = {
+        "client_report_id": str(uuid.uuid4()),
+        "recorded_at": now.isoformat(),
+        "symptoms": [{"code": (patient.codes + patient.serious)[0], "grade": 0}],
+    }
+    with httpx.Client(base_url=base, timeout=30) as client:
+        pat = {"Authorization": f"Bearer {token}"}
+        r = client.post(f"/v1/patients/{patient.id}/reports", json=body, headers=pat)
+        if r.status_code != 201:
+            raise SystemExit(f"sample report: {r.status_code} {r.text[:500]}")
+        r = client.get("/v1/alerts", headers={"Authorization": f"Bearer {clinician}"})
+        if r.status_code != 200 or not r.json()["items"]:
+            raise SystemExit(f"sample alert queue: {r.status_code} {r.text[:500]}")
+
+
+@dataclass
+class Config:
+    wrk: str
+    duration: int
+    timeout: int
+    connections: list[int]
+    ingest_connections: list[int]
+    workloads: list[str]
+    results: Path
+    workdir: Path
+
+
+def run_service(
+    cfg: Config,
+    cleanup: Cleanup,
+    db: Database,
+    secret: str,
+    seeded: seeding.SeedResult,
+    workers: int,
+    size: str,
+    echo: dict[tuple[int, int], float],
+    rows: list[Row],
+) -> None:
+    """Serve the seeded database with ``workers`` workers, run the workloads, add to ``rows``."""
+    from api.security import mint_token
+    from api.settings import Settings
+
+    tag = f"{db.kind}-w{workers}-{size}"
+    settings = Settings(
+        _env_file=None, app_env="production", jwt_secret=secret, database_url=db.url
+    )  # type: ignore[call-arg]
+    env = service_env(db.url, secret)
+    log(f"{tag}: starting uvicorn api.main:app --workers {workers}")
+    server, stop = start_server(
+        "api.main:app", env, workers, cfg.results / f"server-{tag}.log", cfg.workdir, cleanup
+    )
+    try:
+        team = seeded.heavy.team
+        clinician = mint_token(settings, sub=f"nurse-{team}", role="clinician", teams=[team])
+        pool = [p for p in seeded.patients if p is not seeded.heavy][:INGEST_PATIENTS]
+        tokens = {
+            p.id: mint_token(settings, sub=f"patient-{p.id}", role="patient", patient_id=p.id)
+            for p in [*pool, seeded.heavy]
+        }
+        patients_file = cfg.workdir / f"patients-{tag}.tsv"
+        write_patients_file(patients_file, pool, tokens)
+        clinician_file = cfg.workdir / f"clinician-{tag}.txt"
+        clinician_file.write_text(clinician + "\n")
+        heavy_file = cfg.workdir / f"heavy-{tag}.txt"
+        heavy_file.write_text(tokens[seeded.heavy.id] + "\n")
+        check_samples(server.url, pool[0], tokens[pool[0].id], clinician)
+
+        plan: list[tuple[str, int, Path, list[str]]] = []
+        conns = cfg.connections
+        if "alerts" in cfg.workloads:
+            for c in conns:
+                plan.append(("alerts", c, BENCH / "get.lua", [str(clinician_file), "/v1/alerts"]))
+        if "alerts-deep" in cfg.workloads:
+            cursor, depth = deep_cursor(server.url, clinician)
+            if cursor is None:
+                log(f"{tag}: the alert queue has no second page; skipping alerts-deep")
+            else:
+                path = f"/v1/alerts?cursor={cursor}"
+                for c in conns:
+                    plan.append(
+                        (f"alerts-deep@{depth}", c, BENCH / "get.lua", [str(clinician_file), path])
+                    )
+        if "history" in cfg.workloads:
+            path = f"/v1/patients/{seeded.heavy.id}/reports"
+            for c in conns:
+                plan.append(("history", c, BENCH / "get.lua", [str(heavy_file), path]))
+        if "ingest" in cfg.workloads:
+            for c in sorted(set(conns) | set(cfg.ingest_connections)):
+                plan.append(("ingest", c, BENCH / "reports.lua", [str(patients_file), "single"]))
+        if "batch" in cfg.workloads:
+            for c in conns:
+                plan.append(("batch", c, BENCH / "reports.lua", [str(patients_file), "batch"]))
+
+        for workload, c, script, args in plan:
+            if script.name == "reports.lua":
+                expect = "201" if args[1] == "single" else "200"
+                # the server runs on this machine: its clock is this clock
+                args = [*args, expect, str(int(time.time())), secrets.token_hex(4), str(BATCH)]
+            else:
+                args = [*args, "200"]
+            offset = server.log_size()
+            result = run_wrk(
+                cfg.wrk, server.url, script, args, c, cfg.duration, cfg.timeout, server
+            )
+            drained = server.drain(offset, result.data.get("sent", 0))
+            name = f"{tag}-{workload.split('@')[0]}-c{c}"
+            (cfg.results / f"wrk-{name}.txt").write_text(f"$ {result.command}\n{result.raw}")
+            row = row_from(db.kind, workers, size, workload, c, result, cfg.timeout)
+            e = echo.get((workers, c))
+            if e:
+                row.ratio = (row.reports_per_s or row.rps) / e
+            findings = server_log_findings(server.log_since(offset))
+            row.detail["server"] = findings
+            row.detail["idle_ms"] = round(server.idle_ms, 2)
+            row.detail["drain_s"] = round(drained, 1)
+            rows.append(row)
+            print_row(row)
+            if server.proc.poll() is not None:
+                raise SystemExit(f"the server died during {workload}; see {server.log_path}")
+    finally:
+        stop()
+
+
+def run_echo(
+    cfg: Config,
+    cleanup: Cleanup,
+    workers: int,
+    conns: list[int],
+    patients_file: Path,
+    rows: list[Row],
+) -> None:
+    env = dict(os.environ)
+    server, stop = start_server(
+        "echo:app",
+        env,
+        workers,
+        cfg.results / f"server-echo-w{workers}.log",
+        cfg.workdir,
+        cleanup,
+        app_dir=BENCH,
+        ready_path="/",
+        health_path="/",
+    )
+    try:
+        for c in conns:
+            args = [str(patients_file), "single", "200", str(int(time.time()))]
+            args += [secrets.token_hex(4), str(BATCH)]
+            result = run_wrk(
+                cfg.wrk,
+                server.url,
+                BENCH / "reports.lua",
+                args,
+                c,
+                cfg.duration,
+                cfg.timeout,
+                server,
+            )
+            (cfg.results / f"wrk-echo-w{workers}-c{c}.txt").write_text(
+                f"$ {result.command}\n{result.raw}"
+            )
+            row = row_from("-", workers, "-", "echo", c, result, cfg.timeout)
+            row.ratio = 1.0
+            row.detail["idle_ms"] = round(server.idle_ms, 2)
+            rows.append(row)
+            print_row(row)
+    finally:
+        stop()
+
+
+# --- output --------------------------------------------------------------------------------
+
+COLUMNS = (
+    ("db", "{}"),
+    ("workers", "{}"),
+    ("size", "{}"),
+    ("workload", "{}"),
+    ("conns", "{}"),
+    ("rps", "{:,.0f}"),
+    ("reports/s", "{:,.0f}"),
+    ("p50 ms", "{:.1f}"),
+    ("p99 ms", "{:.1f}"),
+    ("errors", "{}"),
+    ("x echo", "{:.1%}"),
+    ("srv cpu", "{:.0%}"),
+    ("wrk cpu", "{:.0%}"),
+)
+
+
+def cells(row: Row) -> list[str]:
+    values = [
+        row.db,
+        row.workers,
+        row.size,
+        row.workload,
+        row.connections,
+        row.rps,
+        row.reports_per_s if row.reports_per_s is not None else row.rps,
+        row.p50_ms,
+        row.p99_ms,
+        row.errors,
+        row.ratio,
+        row.server_cpu,
+        row.wrk_cpu,
+    ]
+    out = []
+    for (_, fmt), v in zip(COLUMNS, values, strict=True):
+        out.append("-" if v is None else fmt.format(v))
+    if not row.workload.startswith(("ingest", "batch", "echo")):
+        out[6] = "-"
+    return out
+
+
+def error_summary(row: Row) -> str:
+    d = row.detail
+    parts = []
+    for key, label in (
+        ("unexpected", "unexpected status"),
+        ("timeout", "wrk timeouts (> --timeout)"),
+        ("stalled", "unanswered at the end (waiting > --timeout)"),
+        ("connect", "connect errors"),
+        ("read", "read errors"),
+        ("write", "write errors"),
+        ("rejected", "batch items rejected"),
+        ("duplicate", "batch items duplicate"),
+    ):
+        if d.get(key):
+            parts.append(f"{d[key]} {label}")
+    text = ", ".join(parts)
+    if d.get("error_sample"):
+        text += f"; first: {d['error_sample'][:300]}"
+    server = d.get("server") or {}
+    if server.get("non_2xx"):
+        text += f"; server log: {server['non_2xx']}"
+    if server.get("database_locked"):
+        text += f"; 'database is locked' x{server['database_locked']}"
+    if server.get("db_unavailable"):
+        text += f"; 'database unavailable' (503) x{server['db_unavailable']}"
+    if server.get("log_lines"):
+        text += f"; server log: {server['log_lines'][0][:200]}"
+    return text
+
+
+def print_row(row: Row) -> None:
+    c = cells(row)
+    extra = f"  ERRORS: {error_summary(row)}" if row.errors else ""
+    log(
+        f"  {c[3]:<18} c={c[4]:<4} rps={c[5]:>8} reports/s={c[6]:>8} p50={c[7]:>7}ms "
+        f"p99={c[8]:>8}ms errors={c[9]} echo={c[10]} srv={c[11]} wrk={c[12]}"
+        + (f" drain={row.detail['drain_s']}s" if row.detail.get("drain_s", 0) > 1 else "")
+        + extra
+    )
+
+
+def table(rows: list[Row], markdown: bool) -> str:
+    head = [name for name, _ in COLUMNS]
+    body = [cells(r) for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in body]
+        return "\n".join(lines)
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 4 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([fmt.format(*head), sep, *(fmt.format(*r) for r in body)])
+
+
+def machine_info(admin_url: str | None, wrk: str | None) -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    mem = ""
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        kb = int(next(ln for ln in f if ln.startswith("MemTotal")).split()[1])
+        mem = f"{kb / 1024 / 1024:.1f} GiB"
+    info: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": model,
+        "memory": mem,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "load_average_at_start": os.getloadavg(),
+    }
+    with contextlib.suppress(Exception):
+        import importlib.util
+
+        import uvicorn
+
+        # uvicorn picks uvloop and httptools when they are installed (uvicorn[standard])
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+        http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+        info["uvicorn"] = f"{uvicorn.__version__} ({loop}, {http})"
+    if wrk:
+        out = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
+        info["wrk"] = (out.stdout or out.stderr).splitlines()[0] if out.stdout or out.stderr else ""
+    if admin_url:
+        with contextlib.suppress(Exception):
+            import psycopg
+
+            with psycopg.connect(pg_dsn(admin_url), connect_timeout=5) as conn:
+                info["postgresql"] = conn.execute("SELECT version()").fetchone()[0]  # type: ignore[index]
+    return info
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--sizes", default="10k,100k,1M", help="reports seeded (default 10k,100k,1M)")
+    ap.add_argument("--db", default="postgres,sqlite", help="postgres,sqlite (default both)")
+    ap.add_argument("--workers", default="1,2", help="uvicorn worker counts (default 1,2)")
+    ap.add_argument("--duration", default="10s", type=parse_seconds, help="per wrk run (10s)")
+    ap.add_argument("--timeout", default="5s", type=parse_seconds, help="wrk request timeout")
+    ap.add_argument("--connections", default="64", help="connections for every workload (64)")
+    ap.add_argument(
+        "--ingest-connections", default="256", help="extra connection counts for ingest (256)"
+    )
+    ap.add_argument(
+        "--workloads", default=",".join(WORKLOADS), help=f"subset of {','.join(WORKLOADS)}"
+    )
+    ap.add_argument("--no-echo", action="store_true", help="skip the echo bound")
+    ap.add_argument("--seed-only", action="store_true", help="only create, migrate, seed, time")
+    ap.add_argument(
+        "--pg-url",
+        default=os.environ.get("BENCH_PG_URL", PG_ADMIN_DEFAULT),
+        help="PostgreSQL server (its database is used for CREATE/DROP DATABASE)",
+    )
+    ap.add_argument("--results", default=str(BENCH / "results"), help="output directory root")
+    args = ap.parse_args(argv)
+
+    sizes = [parse_size(s) for s in parse_list(args.sizes)]
+    dbs = [d.lower().replace("postgresql", "postgres") for d in parse_list(args.db)]
+    if unknown := set(dbs) - {"postgres", "sqlite"}:
+        ap.error(f"unknown --db {sorted(unknown)}")
+    workers_list = [int(w) for w in parse_list(args.workers)]
+    conns = [int(c) for c in parse_list(args.connections)]
+    ingest_conns = [int(c) for c in parse_list(args.ingest_connections)]
+    workloads = parse_list(args.workloads)
+    if unknown := set(workloads) - set(WORKLOADS):
+        ap.error(f"unknown --workloads {sorted(unknown)}")
+
+    wrk = None if args.seed_only else ensure_wrk()
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    results = Path(args.results) / stamp
+    results.mkdir(parents=True, exist_ok=True)
+    cleanup = Cleanup()
+
+    def on_term(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # explicit: a background job of a non-interactive shell inherits SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    cleanup.push(f"temp dir {workdir}", lambda: shutil.rmtree(workdir, ignore_errors=True))
+    info = machine_info(args.pg_url if "postgres" in dbs else None, wrk)
+    runs_per_server = 0
+    for w in workloads:
+        runs_per_server += len(set(conns) | set(ingest_conns)) if w == "ingest" else len(conns)
+    all_conns = sorted(set(conns) | (set(ingest_conns) if "ingest" in workloads else set()))
+    total_runs = len(dbs) * len(sizes) * len(workers_list) * runs_per_server
+    if not args.no_echo:
+        total_runs += len(workers_list) * len(all_conns)
+    log(f"results: {results}")
+    log(
+        f"machine: {info['nproc']} cpu ({info['cpu']}), {info['memory']}, "
+        f"load {info['load_average_at_start'][0]:.2f}; {info.get('postgresql', '')[:40]}; "
+        f"uvicorn {info.get('uvicorn', '?')}"
+    )
+    if not args.seed_only:
+        log(
+            f"{total_runs} wrk runs of {args.duration}s: at least "
+            f"{timedelta(seconds=total_runs * (args.duration + 1))} plus seeding"
+        )
+
+    cfg = Config(
+        wrk or "",
+        args.duration,
+        args.timeout,
+        conns,
+        ingest_conns,
+        workloads,
+        results,
+        workdir,
+    )
+    rows: list[Row] = []
+    seeds: list[dict[str, Any]] = []
+    echo: dict[tuple[int, int], float] = {}
+    interrupted = False
+    try:
+        for kind in dbs:
+            for n in sizes:
+                size = size_label(n)
+                secret = secrets.token_urlsafe(48)
+                if kind == "postgres":
+                    template = create_postgres(args.pg_url, cleanup)
+                else:
+                    template = create_sqlite(workdir, cleanup)
+                log(f"{kind} {size}: alembic upgrade head")
+                t_migrate = migrate(template.url, secret, workdir)
+                log(f"{kind} {size}: seeding {n:,} reports")
+                seeded = seeding.seed(template.url, n)
+                counts = ", ".join(f"{k} {v:,}" for k, v in seeded.counts.items())
+                log(f"{kind} {size}: seeded in {seeded.seconds:.1f} s ({counts})")
+                seeds.append(
+                    {
+                        "db": kind,
+                        "size": size,
+                        "migrate_s": round(t_migrate, 1),
+                        "seed_s": round(seeded.seconds, 1),
+                        "rows": seeded.counts,
+                    }
+                )
+                if args.seed_only:
+                    template.drop()
+                    continue
+                if not args.no_echo and not echo:
+                    # the echo bound, once per worker count and connection count, with the
+                    # patients (tokens, paths, bodies) of the first seeded database
+                    from api.security import mint_token
+                    from api.settings import Settings
+
+                    s = Settings(_env_file=None, app_env="production", jwt_secret=secret)  # type: ignore[call-arg]
+                    pool = seeded.patients[1 : INGEST_PATIENTS + 1]
+                    toks = {
+                        p.id: mint_token(s, sub="x", role="patient", patient_id=p.id) for p in pool
+                    }
+                    echo_file = workdir / "patients-echo.tsv"
+                    write_patients_file(echo_file, pool, toks)
+                    for w in workers_list:
+                        log(f"echo bound: uvicorn echo:app --workers {w}")
+                        run_echo(cfg, cleanup, w, all_conns, echo_file, rows)
+                        for r in rows:
+                            if r.workload == "echo":
+                                echo[(r.workers, r.connections)] = r.rps
+                for i, workers in enumerate(workers_list):
+                    last = i == len(workers_list) - 1
+                    if last:
+                        db = template
+                    elif kind == "postgres":
+                        db = create_postgres(args.pg_url, cleanup, template.url.rsplit("/", 1)[1])
+                    else:
+                        db = create_sqlite(
+                            workdir, cleanup, Path(template.url[len("sqlite:///") :])
+                        )
+                    try:
+                        run_service(cfg, cleanup, db, secret, seeded, workers, size, echo, rows)
+                    finally:
+                        db.drop()
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: cleaning up")
+    finally:
+        cleanup.run_all()
+
+    report = {"machine": info, "seeds": seeds, "rows": [r.__dict__ for r in rows]}
+    (results / "results.json").write_text(json.dumps(report, indent=2, default=str))
+    seed_lines = [
+        f"- {s['db']} {s['size']}: migrate {s['migrate_s']} s, seed {s['seed_s']} s" for s in seeds
+    ]
+    md = [
+        f"# Benchmark {info['date']}",
+        "",
+        f"Machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory']}, kernel "
+        f"{info['kernel']}; {info.get('postgresql', 'PostgreSQL not used')}; SQLite "
+        f"{info['sqlite']}; uvicorn {info.get('uvicorn', '?')}; {info.get('wrk', '')}; "
+        "load average at start "
+        f"{info['load_average_at_start'][0]:.2f}.",
+        f"wrk -t{WRK_THREADS}, {args.duration} s per run, --timeout {args.timeout}s.",
+        "",
+        *seed_lines,
+        "",
+        table(rows, markdown=True) if rows else "(no load runs)",
+        "",
+    ]
+    idle: dict[str, float] = {}
+    for r in rows:
+        label = f"echo w{r.workers}" if r.workload == "echo" else f"{r.db} w{r.workers} {r.size}"
+        idle.setdefault(label, r.detail.get("idle_ms", 0.0))
+    if idle:
+        md.append(
+            "Keep-alive request time on the idle server (ms; ~40 means Nagle's algorithm is on): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in idle.items())
+        )
+        md.append("")
+    (results / "results.md").write_text("\n".join(md))
+    print()
+    print("\n".join(seed_lines))
+    if rows:
+        print()
+        print(table(rows, markdown=False))
+        failures = [r for r in rows if r.errors]
+        if failures:
+            print()
+        for r in failures:
+            print(
+                f"{r.db} w{r.workers} {r.size} {r.workload} c{r.connections}: "
+                f"{r.errors} errors: {error_summary(r)}"
+            )
+    print(f"\nwritten: {results}/results.md, results.json, wrk-*.txt, server-*.log")
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
