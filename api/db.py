@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -106,11 +107,54 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if WRITE_INTENT.get() else "BEGIN")
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """The request's transaction: committed when the endpoint returns, rolled back on error."""
-    factory: sessionmaker[Session] = request.app.state.sessionmaker
-    with factory() as session, session.begin():
+class Sessions:
+    """Session factories of one app: reads on PostgreSQL run without a transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.write = sessionmaker(engine, expire_on_commit=False)
+        # Under READ COMMITTED every statement has its own snapshot anyway; autocommit saves a
+        # read its BEGIN and COMMIT round trips. SQLite keeps its (deferred) transaction.
+        read_engine = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
+        self.read = sessionmaker(read_engine, expire_on_commit=False)
+        self.autocommit_reads = read_engine is not engine
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """The request's unit of work: committed when the endpoint returns, rolled back on error.
+
+    Async on purpose: making a Session does no I/O, so only the end of the transaction needs a
+    worker thread; every thread hop costs more than the work it would carry.
+    """
+    sessions: Sessions = request.app.state.sessions
+    if not WRITE_INTENT.get() and sessions.autocommit_reads:
+        session = sessions.read()
+        try:
+            yield session
+        finally:
+            # Nothing to commit or roll back: closing only hands the connection back.
+            session.close()
+        return
+    session = sessions.write() if WRITE_INTENT.get() else sessions.read()
+    try:
         yield session
+    except BaseException:
+        await run_in_threadpool(_end, session, commit=False)
+        raise
+    await run_in_threadpool(_end, session, commit=True)
+
+
+def _end(session: Session, *, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
 
 
 # The transaction ends when the endpoint returns, before the response is sent, so a client never

@@ -9,13 +9,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy import text
-from sqlalchemy.orm import sessionmaker
 
 from api import errors
 from api.alerts.router import router as alerts_router
 from api.audit.router import router as audit_router
 from api.catalog.router import router as catalog_router
-from api.db import make_engine
+from api.db import Sessions, make_engine
 from api.middleware import BodyLimitMiddleware, RateLimitMiddleware, RequestContextMiddleware
 from api.patients.router import router as patients_router
 from api.reports.router import router as reports_router
@@ -46,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings)
     app.state.settings = settings
     app.state.engine = engine
-    app.state.sessionmaker = sessionmaker(engine, expire_on_commit=False)
+    app.state.sessions = Sessions(engine)
     app.state.token_verifier = HS256Verifier(settings)
 
     errors.install(app)
