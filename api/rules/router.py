@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,19 +44,8 @@ class EvaluateBody(BaseModel):
     report: DryRunReport
 
 
-class DryRunFinding(BaseModel):
-    rule_id: str
-    rule_version: int
-    drug_code: str | None
-    severity: str
-    title: str
-    detail: str
-    evidence: dict[str, Any]
-    follow_up_minutes: int
-
-
 class EvaluateResult(BaseModel):
-    alerts: list[DryRunFinding]
+    alerts: list[engine.Finding]
     advice: Advice | None
 
 
@@ -118,7 +107,7 @@ def evaluate(body: EvaluateBody, _: Staff, session: SessionDep) -> EvaluateResul
     result = engine.evaluate(report, context, catalog.rules, catalog.policy)
     advice = result.advice
     return EvaluateResult(
-        alerts=[DryRunFinding.model_validate(f, from_attributes=True) for f in result.findings],
+        alerts=result.findings,
         advice=Advice(severity=advice.severity, message=advice.message) if advice else None,
     )
 
