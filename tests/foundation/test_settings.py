@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from api import settings as settings_module
@@ -37,3 +38,10 @@ def test_the_app_refuses_to_start_with_a_one_line_reason(monkeypatch: pytest.Mon
     message = str(exit_info.value)
     assert "JWT_SECRET" in message
     assert "\n" not in message
+
+
+def test_an_in_memory_sqlite_url_starts() -> None:
+    app = create_app(Settings(_env_file=None, database_url="sqlite://"))  # type: ignore[call-arg]
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 200
+    app.state.engine.dispose()
