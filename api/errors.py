@@ -156,11 +156,16 @@ async def _request_validation(_: Request, exc: RequestValidationError) -> JSONRe
 
 
 async def _db_unavailable(_: Request, exc: Exception) -> JSONResponse:
-    log.warning("database unavailable: %s", type(exc).__name__)
+    cause = type(getattr(exc, "orig", None) or exc).__name__
+    log.warning("database unavailable: %s", cause)
+    # A statement or lock timeout (the server is overloaded, or another request holds the
+    # patient) is as retryable as an outage, but should not read as one.
+    busy = isinstance(exc, PoolTimeoutError) or cause in ("QueryCanceled", "LockNotAvailable")
+    detail = "The database is busy" if busy else "The database is not answering"
     return problem_response(
         503,
         "Service unavailable",
-        "The database is not answering; retry shortly",
+        f"{detail}; retry shortly",
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 

@@ -63,7 +63,7 @@ def submit_batch(
         key = raw.get("client_report_id") if isinstance(raw, dict) else None
         try:
             body = _report_adapter.validate_python(raw)
-            _check_codes(body, catalog)
+            _check_codes(body, catalog, loc=())  # a batch item's errors are relative to it
         except ValidationError as exc:
             results[i] = _rejected(key, validation_errors(exc.errors()))
             continue
@@ -101,9 +101,11 @@ def _rejected(key: object, errors: list[dict[str, object]]) -> BatchResult:
     )
 
 
-def _check_codes(body: ReportCreate, catalog: EvaluationCatalog) -> None:
+def _check_codes(
+    body: ReportCreate, catalog: EvaluationCatalog, loc: tuple[str, ...] = ("body",)
+) -> None:
     errors = [
-        {"loc": ["body", "symptoms", i, "code"], "msg": f"unknown symptom code '{s.code}'"}
+        {"loc": [*loc, "symptoms", i, "code"], "msg": f"unknown symptom code '{s.code}'"}
         for i, s in enumerate(body.symptoms)
         if s.code not in catalog.symptom_names
     ]

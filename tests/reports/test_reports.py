@@ -168,8 +168,9 @@ def test_batch_with_mixed_items(world: World, client: TestClient, tokens: Tokens
         headers=tokens.patient(patient["id"]),
     )
     bad_grade = report_body({"fever": 9})
+    unknown = report_body({"hiccups": 1})
     conflicting = {**existing, "symptoms": [{"code": "nausea", "grade": 2}]}
-    items = [good, bad_grade, existing, conflicting, {"garbage": True}]
+    items = [good, bad_grade, existing, conflicting, {"garbage": True}, unknown]
     response = client.post(
         f"/v1/patients/{patient['id']}/reports/batch",
         json={"reports": items},
@@ -178,7 +179,7 @@ def test_batch_with_mixed_items(world: World, client: TestClient, tokens: Tokens
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert [r["status"] for r in results] == [
-        "created", "rejected", "duplicate", "rejected", "rejected"
+        "created", "rejected", "duplicate", "rejected", "rejected", "rejected"
     ]  # fmt: skip
     assert [r["client_report_id"] for r in results[:4]] == [
         good["client_report_id"],
@@ -189,6 +190,7 @@ def test_batch_with_mixed_items(world: World, client: TestClient, tokens: Tokens
     assert results[0]["report_id"] and results[2]["report_id"]
     assert ["symptoms", 0, "grade"] in [e["loc"] for e in results[1]["errors"]]
     assert results[4]["client_report_id"] is None and results[4]["errors"]
+    assert results[5]["errors"][0]["loc"] == ["symptoms", 0, "code"]
     assert stored_count(client, patient["id"]) == 2
 
 

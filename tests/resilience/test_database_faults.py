@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from tests.conftest import Tokens, World, report_body
@@ -61,3 +62,30 @@ def test_database_outage_and_recovery(
         assert retried.status_code == 201, retried.text
         assert {a["rule_id"] for a in retried.json()["alerts"]} >= {"cls-hypotension"}
         assert client.post(reports, json=lost, headers=headers).status_code == 200
+
+
+def test_a_report_waiting_too_long_for_its_patient_gets_503_busy(
+    database_url: str, world: World, tokens: Tokens
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks and statement timeouts: runs in the PostgreSQL suite")
+    patient = world.patient()
+    engine = create_engine(database_url)
+    with (
+        engine.connect() as holder,
+        live_server(database_url, db_statement_timeout_ms=500) as base,
+        httpx.Client(base_url=base, timeout=20) as client,
+    ):
+        # Another request holds the patient (as a long batch would).
+        holder.execute(
+            text("SELECT 1 FROM patients WHERE id = :id FOR UPDATE"), {"id": patient["id"]}
+        )
+        response = client.post(
+            f"/v1/patients/{patient['id']}/reports",
+            json=report_body({"fever": 1}),
+            headers=tokens.patient(patient["id"]),
+        )
+        assert_unavailable(response)
+        assert "busy" in response.json()["detail"]
+        holder.rollback()
+    engine.dispose()
