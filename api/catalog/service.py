@@ -6,6 +6,7 @@ import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -30,8 +31,8 @@ from api.catalog.schemas import (
 )
 from api.catalog.shipped import rule_problems
 from api.errors import Invalid, NotFound
-from api.rules.definitions import Policy, RuleDef
-from api.rules.engine import VersionedRule
+from api.rules.definitions import Policy, RuleDef, WorseningCond
+from api.rules.engine import VersionedRule, iter_leaves
 
 POLICY_KEY = "policy"
 # Changed on every catalog write; workers compare it to reuse their parsed copy of the rules.
@@ -234,6 +235,8 @@ class EvaluationCatalog:
     drug_classes: dict[str, str]
     serious_by_drug: dict[str, frozenset[str]]
     symptom_names: dict[str, str]
+    # How far back trend rules look: the longest worsening window among the rules.
+    history_window: timedelta
 
 
 def bump_revision(session: Session) -> None:
@@ -273,10 +276,23 @@ def _load_evaluation_catalog(session: Session) -> EvaluationCatalog:
         )
     ):
         serious.setdefault(drug_code, set()).add(symptom_code)
+    rules = current_rules(session)
     return EvaluationCatalog(
         policy=get_policy(session),
-        rules=current_rules(session),
+        rules=rules,
         drug_classes=dict(session.execute(select(Drug.code, Drug.drug_class)).all()),
         serious_by_drug={k: frozenset(v) for k, v in serious.items()},
         symptom_names=dict(session.execute(select(Symptom.code, Symptom.name)).all()),
+        history_window=timedelta(
+            days=max(
+                (
+                    leaf.worsening.within_days
+                    for versioned in rules
+                    for branch in versioned.rule.branches
+                    for leaf in iter_leaves(branch.when)
+                    if isinstance(leaf, WorseningCond)
+                ),
+                default=0,
+            )
+        ),
     )

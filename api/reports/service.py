@@ -26,9 +26,8 @@ from api.reports.schemas import (
     SymptomRead,
 )
 from api.rules import engine
-from api.rules.definitions import VITALS, WorseningCond
+from api.rules.definitions import VITALS
 
-VITAL_COLUMNS = VITALS
 _report_adapter = TypeAdapter(ReportCreate)
 
 
@@ -192,18 +191,6 @@ def _report_input(body: ReportCreate) -> engine.ReportInput:
     )
 
 
-def history_window(catalog: EvaluationCatalog) -> timedelta:
-    """How far back trend rules look: the longest worsening window among the rules."""
-    days = [
-        leaf.worsening.within_days
-        for versioned in catalog.rules
-        for branch in versioned.rule.branches
-        for leaf in engine.iter_leaves(branch.when)
-        if isinstance(leaf, WorseningCond)
-    ]
-    return timedelta(days=max(days, default=0))
-
-
 def _context(
     session: Session, patient: Patient, body: ReportCreate, catalog: EvaluationCatalog
 ) -> engine.PatientContext:
@@ -222,7 +209,7 @@ def _context(
     return engine.PatientContext(
         therapies=therapies,
         baseline_weight_kg=baseline,
-        previous=previous_grades(session, patient, body.recorded_at, history_window(catalog)),
+        previous=previous_grades(session, patient, body.recorded_at, catalog.history_window),
         serious_by_drug=catalog.serious_by_drug,
         symptom_names=catalog.symptom_names,
     )
@@ -299,7 +286,7 @@ def read_reports(session: Session, reports: list[Report]) -> list[ReportRead]:
             recorded_at=r.recorded_at,
             received_at=r.received_at,
             symptoms=symptoms[r.id],
-            vitals={c: v for c in VITAL_COLUMNS if (v := getattr(r, c)) is not None} or None,
+            vitals={c: v for c in VITALS if (v := getattr(r, c)) is not None} or None,
             note=r.note,
         )
         for r in reports
