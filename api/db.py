@@ -151,7 +151,11 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     except BaseException:
         await run_in_threadpool(_end, session, commit=False)
         raise
-    await run_in_threadpool(_end, session, commit=True)
+    if session.in_transaction():
+        await run_in_threadpool(_end, session, commit=True)
+    else:
+        # The endpoint committed on its own thread (or never began): nothing left to send.
+        session.close()
 
 
 def _end(session: Session, *, commit: bool) -> None:

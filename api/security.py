@@ -11,7 +11,6 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
 
 from api.db import SessionDep
 from api.errors import Forbidden, NotFound, Unauthorized
@@ -147,12 +146,12 @@ Staff = Annotated[Principal, require_roles("clinician", "admin")]
 Admin = Annotated[Principal, require_roles("admin")]
 
 
-def can_see_patient(principal: Principal, patient: Patient) -> bool:
+def can_see_patient(principal: Principal, patient_id: uuid.UUID, care_team: str) -> bool:
     if principal.role == "admin":
         return True
     if principal.role == "patient":
-        return principal.patient_id == patient.id
-    return patient.care_team in principal.teams
+        return principal.patient_id == patient_id
+    return care_team in principal.teams
 
 
 def patient_in_scope(
@@ -164,25 +163,10 @@ def patient_in_scope(
     return _visible(session.get(Patient, patient_id), principal)
 
 
-def locked_patient_in_scope(
-    patient_id: uuid.UUID,
-    principal: CurrentPrincipal,
-    session: SessionDep,
-) -> Patient:
-    """As ``patient_in_scope``, holding the patient's row lock until the transaction ends.
-
-    Reports of one patient are evaluated one at a time, so the history the rules read cannot
-    move under them; other patients never wait (SQLite: the write lock serialises anyway).
-    """
-    locked = select(Patient).where(Patient.id == patient_id).with_for_update()
-    return _visible(session.scalar(locked), principal)
-
-
 def _visible(patient: Patient | None, principal: Principal) -> Patient:
-    if patient is None or not can_see_patient(principal, patient):
+    if patient is None or not can_see_patient(principal, patient.id, patient.care_team):
         raise NotFound("No such patient")
     return patient
 
 
 ScopedPatient = Annotated[Patient, Depends(patient_in_scope)]
-LockedPatient = Annotated[Patient, Depends(locked_patient_in_scope)]

@@ -67,7 +67,8 @@ def list_alerts(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[AlertRead]:
-    query = _scoped(select(Alert), principal).order_by(
+    # Rows, not ORM objects: a page is read-only and the identity map would double its cost.
+    query = _scoped(select(Alert.__table__), principal).order_by(
         Alert.triage_rank, Alert.follow_up_due_at, Alert.id
     )
     if status:
@@ -84,7 +85,8 @@ def list_alerts(
         query = query.where(
             tuple_(Alert.triage_rank, Alert.follow_up_due_at, Alert.id) > tuple_(*after)
         )
-    items = [AlertRead.model_validate(a) for a in session.scalars(query.limit(limit + 1))]
+    rows = session.connection().execute(query.limit(limit + 1))
+    items = [AlertRead.model_validate(row) for row in rows]
     return page_of(
         items,
         limit,

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from api.audit.models import AuditEvent
+from api.db import utcnow
 from api.security import Principal
 
 
@@ -26,4 +29,37 @@ def record(
             resource_id=str(resource_id),
             detail=detail,
         )
+    )
+
+
+_insert_audit = insert(AuditEvent.__table__)
+
+
+def record_many(
+    session: Session,
+    principal: Principal,
+    action: str,
+    resource_type: str,
+    entries: list[tuple[object, dict[str, Any] | None]],
+) -> None:
+    """As ``record``, for many resources at once: one statement however many there are."""
+    if not entries:
+        return
+    at = utcnow()
+    ids = sorted(uuid.uuid4() for _ in entries)  # listed by (at, id): in the order given
+    session.connection().execute(
+        _insert_audit,
+        [
+            {
+                "id": event_id,
+                "at": at,
+                "actor_sub": principal.sub,
+                "actor_role": principal.role,
+                "action": action,
+                "resource_type": resource_type,
+                "resource_id": str(resource_id),
+                "detail": detail,
+            }
+            for event_id, (resource_id, detail) in zip(ids, entries, strict=True)
+        ],
     )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import ScalarSelect, delete, select
 from sqlalchemy.orm import Session
 
 from api.catalog.models import (
@@ -251,11 +251,16 @@ _cache: dict[tuple[str, str], EvaluationCatalog] = {}
 _cache_lock = threading.Lock()
 
 
-def evaluation_catalog(session: Session) -> EvaluationCatalog:
-    """What the engine needs from the catalog: one query while the catalog is unchanged."""
-    revision = session.scalar(
-        select(CatalogSetting.value).where(CatalogSetting.key == REVISION_KEY)
-    )
+def catalog_revision() -> ScalarSelect[Any]:
+    """The catalog's revision, as a subquery to read along with something else."""
+    return select(CatalogSetting.value).where(CatalogSetting.key == REVISION_KEY).scalar_subquery()
+
+
+def evaluation_catalog(session: Session, revision: Any = None) -> EvaluationCatalog:
+    """What the engine needs from the catalog: no more than the revision (read here unless
+    given) while the catalog is unchanged."""
+    if revision is None:
+        revision = session.scalar(select(catalog_revision()))
     key = (str(session.get_bind().engine.url), (revision or {}).get("id", ""))
     with _cache_lock:
         cached = _cache.get(key)

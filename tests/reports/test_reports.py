@@ -308,3 +308,122 @@ def test_a_report_costs_a_fixed_number_of_queries(
     )
     assert one == three == eight, (one, three, eight)
     assert three <= 10, three
+
+
+def test_a_batch_costs_the_same_queries_for_one_report_or_many(
+    world: World, client: TestClient, tokens: Tokens
+) -> None:
+    patient = world.patient(drugs=("aldesleukin",))
+    world.report(patient["id"], {"fatigue": 1}, {"weight_kg": 70})
+    url = f"/v1/patients/{patient['id']}/reports/batch"
+    start = datetime.now(UTC) - timedelta(hours=30)
+
+    def send(n: int) -> int:
+        items = [
+            report_body(
+                {"fever": 3, "fatigue": 1 + i % 2},
+                {"temperature_c": 39.0, "weight_kg": 70 + i % 2},
+                recorded_at=start + timedelta(minutes=len(sent) + i),
+            )
+            for i in range(n)
+        ]
+        sent.extend(items)
+
+        def post_batch() -> None:
+            response = client.post(
+                url, json={"reports": items}, headers=tokens.patient(patient["id"])
+            )
+            assert [r["status"] for r in response.json()["results"]] == ["created"] * n
+
+        return _count_queries(client, post_batch)
+
+    sent: list[dict] = []
+    send(1)  # opens the episodes the next batches re-trigger
+    one, many = send(1), send(40)
+    assert one == many, (one, many)
+    assert many <= 12, many
+
+
+def _alert_picture(client: TestClient, tokens: Tokens, patient_id: str) -> list[tuple]:
+    """The patient's alerts, with report ids replaced by the reports' client ids."""
+    headers = tokens.admin()
+    keys = {
+        r["id"]: r["client_report_id"]
+        for r in client.get(f"/v1/patients/{patient_id}/reports?limit=200", headers=headers).json()[
+            "items"
+        ]
+    }
+    picture = []
+    for alert in client.get(
+        f"/v1/alerts?patient_id={patient_id}&limit=200", headers=headers
+    ).json()["items"]:
+        events = client.get(f"/v1/alerts/{alert['id']}/events", headers=headers).json()["items"]
+        picture.append(
+            (
+                alert["rule_id"],
+                alert["severity"],
+                alert["status"],
+                alert["occurrences"],
+                alert["title"],
+                alert["evidence"],
+                keys[alert["report_id"]],
+                [(e["action"], keys[e["report_id"]], e["severity"]) for e in events],
+            )
+        )
+    return sorted(picture, key=repr)
+
+
+def test_a_batch_stores_what_the_same_reports_posted_one_by_one_store(
+    world: World, client: TestClient, tokens: Tokens
+) -> None:
+    # Everything a batch evaluates in memory (trend look-back, first-weight baseline, folding
+    # re-triggers into open episodes, repeated keys) must come out as sequential posts would.
+    one_by_one = world.patient(drugs=("aldesleukin", "bevacizumab"))
+    batched = world.patient(drugs=("aldesleukin", "bevacizumab"))
+    start = datetime.now(UTC) - timedelta(days=2)
+    for patient in (one_by_one, batched):  # stored history the batch must see
+        world.report(patient["id"], {"rash": 0}, {"weight_kg": 70}, recorded_at=start)
+    bodies = [
+        report_body(symptoms, vitals, recorded_at=start + timedelta(hours=h))
+        for h, symptoms, vitals in [
+            (1, {"rash": 1, "nausea": 1}, {"weight_kg": 71}),
+            (2, {"rash": 3}, {"temperature_c": 38.2}),
+            (3, {"fever": 2}, {"temperature_c": 38.6, "weight_kg": 74}),
+            (4, {"nausea": 3, "diarrhea": 3}, {"systolic_bp": 85}),
+            (5, {"rash": 2}, {"weight_kg": 78}),
+            (6, {}, {"temperature_c": 39.5, "systolic_bp": 80}),
+            (7, {"fatigue": 1}, None),
+        ]
+    ]
+    repeat = {**bodies[1]}  # the same key twice in one batch: stored once
+    conflicting = {**bodies[2], "note": "changed"}  # same key, another body: rejected
+    for body in bodies:
+        response = client.post(
+            f"/v1/patients/{one_by_one['id']}/reports",
+            json=body,
+            headers=tokens.patient(one_by_one["id"]),
+        )
+        assert response.status_code == 201, response.text
+    shuffled = [bodies[i] for i in (6, 3, 0, 5, 1, 4, 2)] + [repeat, conflicting]
+    response = client.post(
+        f"/v1/patients/{batched['id']}/reports/batch",
+        json={"reports": shuffled},
+        headers=tokens.patient(batched["id"]),
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["created"] * 7 + ["duplicate", "rejected"]
+    assert results[7]["report_id"] == results[4]["report_id"]
+
+    expected = _alert_picture(client, tokens, one_by_one["id"])
+    assert {a[0] for a in expected} >= {"fever", "severe-symptom", "worsening", "cls-weight"}
+    assert _alert_picture(client, tokens, batched["id"]) == expected
+    # Replays answer with the advice each report got when it was stored.
+    for body in bodies:
+        answers = [
+            client.post(
+                f"/v1/patients/{p['id']}/reports", json=body, headers=tokens.patient(p["id"])
+            ).json()
+            for p in (one_by_one, batched)
+        ]
+        assert answers[0]["advice"] == answers[1]["advice"]
