@@ -1,19 +1,27 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, make_url
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from api.settings import PoolSettings, Settings
+
+T = TypeVar("T")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -82,17 +90,31 @@ def make_engine(settings: Settings) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
+    return create_engine(url, **_server_options(settings))
+
+
+def make_async_engine(settings: Settings) -> AsyncEngine | None:
+    """The engine of the hot write path on PostgreSQL (psycopg's asyncio side); None on SQLite.
+
+    Its pool waits on the event loop: a request waiting for a connection or for the database
+    holds no thread, and no worker thread fights the event loop for the GIL per round trip.
+    """
+    if settings.database_url.startswith("sqlite"):
+        return None
+    return create_async_engine(settings.database_url, **_server_options(settings))
+
+
+def _server_options(settings: Settings) -> dict[str, Any]:
     connect_args: dict[str, Any] = {"connect_timeout": 5}
     if settings.db_statement_timeout_ms:
         connect_args["options"] = f"-c statement_timeout={settings.db_statement_timeout_ms}"
-    return create_engine(
-        url,
-        pool_pre_ping=True,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout,
-        connect_args=connect_args,
-    )
+    return {
+        "pool_pre_ping": True,
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout,
+        "connect_args": connect_args,
+    }
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -128,6 +150,48 @@ class Sessions:
         )
         self.read = sessionmaker(read_engine, expire_on_commit=False)
         self.autocommit_reads = read_engine is not engine
+
+
+async def in_transaction(request: Request, work: Callable[..., T], *args: Any) -> T:
+    """Run ``work(session, *args)`` in one transaction, committed before this returns.
+
+    On PostgreSQL it runs on the event loop through the asyncio engine (SQLAlchemy runs the
+    synchronous code and awaits each round trip); on SQLite in one worker-thread hop.
+    """
+    factory: async_sessionmaker[AsyncSession] | None = getattr(
+        request.app.state, "async_sessions", None
+    )
+    if factory is None:
+        return await run_in_threadpool(_in_thread, request.app.state.sessions.write, work, *args)
+    async with factory() as session, session.begin():
+        return await session.run_sync(work, *args)
+
+
+async def read_only(request: Request, work: Callable[..., T], *args: Any) -> T:
+    """Run ``work(session, *args)`` for a read, the way ``in_transaction`` runs a write.
+
+    PostgreSQL: the asyncio engine in autocommit (each statement its own snapshot, no BEGIN or
+    COMMIT round trips); SQLite: one worker-thread hop in a deferred read transaction.
+    """
+    factory: async_sessionmaker[AsyncSession] | None = getattr(
+        request.app.state, "async_reads", None
+    )
+    if factory is None:
+        return await run_in_threadpool(
+            _read_in_thread, request.app.state.sessions.read, work, *args
+        )
+    async with factory() as session:
+        return await session.run_sync(work, *args)
+
+
+def _read_in_thread(factory: sessionmaker[Session], work: Callable[..., T], *args: Any) -> T:
+    with factory() as session:
+        return work(session, *args)
+
+
+def _in_thread(factory: sessionmaker[Session], work: Callable[..., T], *args: Any) -> T:
+    with factory() as session, session.begin():
+        return work(session, *args)
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:

@@ -11,6 +11,7 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.orm import Session
 
 from api.db import SessionDep
 from api.errors import Forbidden, NotFound, Unauthorized
@@ -160,6 +161,10 @@ def patient_in_scope(
     session: SessionDep,
 ) -> Patient:
     """The patient of the path, if the caller may see it; otherwise 404 (no existence leak)."""
+    return scoped_patient(session, patient_id, principal)
+
+
+def scoped_patient(session: Session, patient_id: uuid.UUID, principal: Principal) -> Patient:
     return _visible(session.get(Patient, patient_id), principal)
 
 

@@ -16,8 +16,8 @@ class PoolSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
-    db_pool_size: int = Field(default=20, ge=1)
-    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_size: int = Field(default=4, ge=1)
+    db_max_overflow: int = Field(default=4, ge=0)
 
     @property
     def db_capacity(self) -> int:

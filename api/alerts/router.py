@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import Session
 
@@ -17,7 +17,7 @@ from api.alerts.schemas import (
 )
 from api.alerts.service import TRIAGE_RANK
 from api.audit.service import record
-from api.db import SessionDep, utcnow
+from api.db import SessionDep, read_only, utcnow
 from api.errors import PROBLEM_RESPONSES, Conflict, NotFound
 from api.pagination import Cursor, Limit, Page, decode_cursor, page_of, parse_time
 from api.reports.models import Report
@@ -56,9 +56,9 @@ def _load(session: Session, principal: Principal, alert_id: uuid.UUID) -> Alert:
 
 
 @router.get("")
-def list_alerts(
+async def list_alerts(
     principal: Staff,
-    session: SessionDep,
+    request: Request,
     status: StatusFilter | None = None,
     severity: SeverityFilter | None = None,
     patient_id: uuid.UUID | None = None,
@@ -85,10 +85,14 @@ def list_alerts(
         query = query.where(
             tuple_(Alert.triage_rank, Alert.follow_up_due_at, Alert.id) > tuple_(*after)
         )
-    rows = session.connection().execute(query.limit(limit + 1))
-    items = [AlertRead.model_validate(row) for row in rows]
+    query = query.limit(limit + 1)
+
+    def page(session: Session) -> list[AlertRead]:
+        rows = session.connection().execute(query).mappings()
+        return [AlertRead.model_validate(dict(row)) for row in rows]
+
     return page_of(
-        items,
+        await read_only(request, page),
         limit,
         lambda a: [TRIAGE_RANK[a.severity], a.follow_up_due_at.isoformat(), str(a.id)],
     )

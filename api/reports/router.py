@@ -3,10 +3,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
+from sqlalchemy.orm import Session
 
 from api.audit.service import record_many
-from api.db import SessionDep
+from api.db import in_transaction, read_only
 from api.errors import PROBLEM_RESPONSES
 from api.pagination import Cursor, Limit, Page, decode_cursor, page_of, parse_time
 from api.reports import service
@@ -18,7 +19,7 @@ from api.reports.schemas import (
     ReportRead,
 )
 from api.reports.service import Outcome
-from api.security import CurrentPrincipal, Principal, ScopedPatient
+from api.security import CurrentPrincipal, Principal, scoped_patient
 from api.types import Timestamp
 
 router = APIRouter(prefix="/v1/patients", tags=["reports"], responses=PROBLEM_RESPONSES)
@@ -29,52 +30,67 @@ router = APIRouter(prefix="/v1/patients", tags=["reports"], responses=PROBLEM_RE
     status_code=status.HTTP_201_CREATED,
     responses={200: {"model": ReportCreated, "description": "Replay of a stored report"}},
 )
-def create_report(
+async def create_report(
     patient_id: uuid.UUID,
     body: ReportCreate,
     principal: CurrentPrincipal,
-    session: SessionDep,
+    request: Request,
     response: Response,
 ) -> ReportCreated:
-    created, outcome = service.submit(session, patient_id, principal, body)
-    if outcome is None:
+    created, replay = await in_transaction(request, _store_report, patient_id, principal, body)
+    if replay:
         response.status_code = status.HTTP_200_OK
-    else:
-        _audit(session, principal, patient_id, [outcome])
-    # Committed on this thread: one hop to the thread pool per report instead of two.
-    session.commit()
     return created
 
 
+def _store_report(
+    session: Session, patient_id: uuid.UUID, principal: Principal, body: ReportCreate
+) -> tuple[ReportCreated, bool]:
+    created, outcome = service.submit(session, patient_id, principal, body)
+    if outcome is not None:
+        _audit(session, principal, patient_id, [outcome])
+    return created, outcome is None
+
+
 @router.post("/{patient_id}/reports/batch")
-def create_reports_batch(
-    patient_id: uuid.UUID, body: BatchCreate, principal: CurrentPrincipal, session: SessionDep
+async def create_reports_batch(
+    patient_id: uuid.UUID, body: BatchCreate, principal: CurrentPrincipal, request: Request
+) -> BatchResponse:
+    return await in_transaction(request, _store_batch, patient_id, principal, body)
+
+
+def _store_batch(
+    session: Session, patient_id: uuid.UUID, principal: Principal, body: BatchCreate
 ) -> BatchResponse:
     results, outcomes = service.submit_batch(session, patient_id, principal, body.reports)
     _audit(session, principal, patient_id, outcomes)
-    session.commit()
     return BatchResponse(results=results)
 
 
 @router.get("/{patient_id}/reports")
-def list_reports(
-    patient: ScopedPatient,
-    _: CurrentPrincipal,
-    session: SessionDep,
+async def list_reports(
+    patient_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    request: Request,
     since: Annotated[Timestamp | None, Query()] = None,
     until: Annotated[Timestamp | None, Query()] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[ReportRead]:
     after = decode_cursor(cursor, parse_time, uuid.UUID)
-    items = service.list_reports(
-        session, patient, since=since, until=until, limit=limit, after=after
-    )
+
+    def page(session: Session) -> list[ReportRead]:
+        patient = scoped_patient(session, patient_id, principal)
+        return service.list_reports(
+            session, patient, since=since, until=until, limit=limit, after=after
+        )
+
+    items = await read_only(request, page)
     return page_of(items, limit, lambda r: [r.recorded_at.isoformat(), str(r.id)])
 
 
 def _audit(
-    session: SessionDep, principal: Principal, patient_id: uuid.UUID, stored: list[Outcome]
+    session: Session, principal: Principal, patient_id: uuid.UUID, stored: list[Outcome]
 ) -> None:
     record_many(
         session,

@@ -265,17 +265,23 @@ def test_history_pages_newest_first_without_repeats_while_reports_arrive(
 
 
 def _count_queries(client: TestClient, send) -> int:  # type: ignore[no-untyped-def]
+    """Statements sent to the database while ``send`` runs, on either of the app's engines."""
     statements: list[str] = []
 
     def count(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
         statements.append(statement)
 
-    engine = client.app.state.engine  # type: ignore[attr-defined]
-    event.listen(engine, "before_cursor_execute", count)
+    state = client.app.state  # type: ignore[attr-defined]
+    engines = [state.engine]
+    if state.async_engine is not None:  # PostgreSQL: the report endpoints run on it
+        engines.append(state.async_engine.sync_engine)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", count)
     try:
         send()
     finally:
-        event.remove(engine, "before_cursor_execute", count)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", count)
     return len(statements)
 
 
@@ -307,7 +313,7 @@ def test_a_report_costs_a_fixed_number_of_queries(
         }
     )
     assert one == three == eight, (one, three, eight)
-    assert three <= 10, three
+    assert 6 <= three <= 10, three
 
 
 def test_a_batch_costs_the_same_queries_for_one_report_or_many(
@@ -341,7 +347,7 @@ def test_a_batch_costs_the_same_queries_for_one_report_or_many(
     send(1)  # opens the episodes the next batches re-trigger
     one, many = send(1), send(40)
     assert one == many, (one, many)
-    assert many <= 12, many
+    assert 8 <= many <= 12, many
 
 
 def _alert_picture(client: TestClient, tokens: Tokens, patient_id: str) -> list[tuple]:
