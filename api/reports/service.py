@@ -4,7 +4,7 @@ import bisect
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -307,16 +307,22 @@ class _History:
         self.weight_times.insert(i, at)
         self.weights.insert(i, weight)
 
-    def previous(self, before: datetime, window: timedelta) -> dict[str, engine.PriorGrade]:
-        """Latest grade of each symptom in [before - window, before)."""
+    def previous(
+        self, before: datetime, window: timedelta, codes: Collection[str]
+    ) -> dict[str, engine.PriorGrade]:
+        """Latest grade of each of ``codes`` in [before - window, before).
+
+        Only the report's own symptoms: the trend rules compare nothing else, and the walk back
+        stops as soon as each has been found.
+        """
         latest: dict[str, engine.PriorGrade] = {}
         start = before - window
         for i in range(bisect.bisect_left(self.grade_times, before) - 1, -1, -1):
             at = self.grade_times[i]
-            if at < start:
+            if at < start or len(latest) == len(codes):
                 break
             code, grade = self.grades[i]
-            if code not in latest:
+            if code in codes and code not in latest:
                 latest[code] = engine.PriorGrade(grade=grade, recorded_at=at)
         return latest
 
@@ -403,12 +409,9 @@ def _store_new(
     for (report_id, body, digest), start in zip(items, starts, strict=True):
         at = body.recorded_at
         vitals = body.vitals.present() if body.vitals else {}
+        symptoms = {s.code: s.grade for s in body.symptoms}
         evaluation = engine.evaluate(
-            engine.ReportInput(
-                recorded_at=at,
-                symptoms={s.code: s.grade for s in body.symptoms},
-                vitals=vitals,
-            ),
+            engine.ReportInput(recorded_at=at, symptoms=symptoms, vitals=vitals),
             engine.PatientContext(
                 therapies=therapy_list,
                 baseline_weight_kg=(
@@ -416,7 +419,7 @@ def _store_new(
                     if baseline is not None or start is None
                     else history.first_weight(start, at)
                 ),
-                previous=history.previous(at, window) if window else {},
+                previous=history.previous(at, window, symptoms) if window else {},
                 serious_by_drug=catalog.serious_by_drug,
                 symptom_names=catalog.symptom_names,
             ),

@@ -57,7 +57,8 @@ class PatientContext:
     therapies: Sequence[Therapy] = ()
     # The patient's baseline weight, or the first weight reported in the current therapy.
     baseline_weight_kg: float | None = None
-    # Latest earlier report of each symptom (strictly before the report's recorded_at).
+    # Latest earlier grade of each symptom of the report (strictly before its recorded_at);
+    # the trend rules compare nothing else.
     previous: Mapping[str, PriorGrade] = field(default_factory=dict)
     # drug code -> symptom codes that are `serious` for that drug.
     serious_by_drug: Mapping[str, frozenset[str]] = field(default_factory=dict)
