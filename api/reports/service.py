@@ -183,9 +183,9 @@ def submit(
     session: Session, patient_id: uuid.UUID, principal: Principal, body: ReportCreate
 ) -> tuple[ReportCreated, Outcome | None]:
     """Store one report; the answer, and the outcome when it is new (None for a replay)."""
+    digest = body_hash(body)
     locked = _lock_patient(session, patient_id, principal, [body.client_report_id])
     patient, catalog = locked.patient, locked.catalog
-    digest = body_hash(body)
     if (found := locked.stored.get(body.client_report_id)) is not None:
         if found["body_hash"] != digest:
             raise Conflict(CONFLICT)
@@ -211,32 +211,33 @@ def submit_batch(
     ``recorded_at`` order, each seeing the ones before it; results come in input order.
     """
     results: list[BatchResult | None] = [None] * len(raw_items)
-    parsed: list[tuple[int, ReportCreate]] = []
+    parsed: list[tuple[int, ReportCreate, str]] = []
     for i, raw in enumerate(raw_items):
         try:
-            parsed.append((i, _report_adapter.validate_python(raw)))
+            body = _report_adapter.validate_python(raw)
+            parsed.append((i, body, body_hash(body)))
         except ValidationError as exc:
             # a batch item's errors are relative to the item
             results[i] = _rejected(_key_of(raw), validation_errors(exc.errors()))
     # Parsed before the lock is taken: the patient's other requests wait no longer than needed.
     locked = _lock_patient(
-        session, patient_id, principal, [body.client_report_id for _, body in parsed]
+        session, patient_id, principal, [body.client_report_id for _, body, _ in parsed]
     )
     patient, catalog = locked.patient, locked.catalog
-    valid: list[tuple[int, ReportCreate]] = []
-    for i, body in parsed:
+    valid: list[tuple[int, ReportCreate, str]] = []
+    for i, body, digest in parsed:
         try:
             _check_codes(body, catalog, loc=())
         except Invalid as exc:
             results[i] = _rejected(_key_of(raw_items[i]), exc.errors or [])
             continue
-        valid.append((i, body))
+        valid.append((i, body, digest))
     # Trend rules must see history as it happened, whatever order the phone sent it in.
     valid.sort(key=lambda item: (item[1].recorded_at, item[0]))
     seen = {key: (row["body_hash"], row["report_id"]) for key, row in locked.stored.items()}
     fresh: list[tuple[uuid.UUID, ReportCreate, str]] = []
-    for i, body in valid:
-        key, digest = body.client_report_id, body_hash(body)
+    for i, body, digest in valid:
+        key = body.client_report_id
         if key in seen:
             known_hash, report_id = seen[key]
             results[i] = (
