@@ -9,13 +9,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from api import errors
 from api.alerts.router import router as alerts_router
 from api.audit.router import router as audit_router
 from api.catalog.router import router as catalog_router
-from api.db import Sessions, make_async_engine, make_engine
+from api.db import AsyncSessions, Sessions, make_async_engine, make_engine
 from api.middleware import BodyLimitMiddleware, RateLimitMiddleware, RequestContextMiddleware
 from api.patients.router import router as patients_router
 from api.reports.router import router as reports_router
@@ -35,17 +34,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Made on the event loop that serves: an asyncio pool belongs to one loop.
-        app.state.async_engine = async_engine = make_async_engine(settings)
-        if async_engine is not None:
-            app.state.async_sessions = async_sessionmaker(async_engine, expire_on_commit=False)
-            app.state.async_reads = async_sessionmaker(
-                async_engine.execution_options(isolation_level="AUTOCOMMIT"),
-                expire_on_commit=False,
-            )
+        async_engine = make_async_engine(settings)
+        app.state.async_sessions = (
+            None if async_engine is None else AsyncSessions(async_engine, settings.db_capacity)
+        )
         try:
             yield
         finally:
-            app.state.async_sessions = app.state.async_reads = app.state.async_engine = None
+            app.state.async_sessions = None
             if async_engine is not None:
                 await async_engine.dispose()
             app.state.engine.dispose()

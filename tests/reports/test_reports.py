@@ -273,8 +273,8 @@ def _count_queries(client: TestClient, send) -> int:  # type: ignore[no-untyped-
 
     state = client.app.state  # type: ignore[attr-defined]
     engines = [state.engine]
-    if state.async_engine is not None:  # PostgreSQL: the report endpoints run on it
-        engines.append(state.async_engine.sync_engine)
+    if state.async_sessions is not None:  # PostgreSQL: the report endpoints run on it
+        engines.append(state.async_sessions.engine.sync_engine)
     for engine in engines:
         event.listen(engine, "before_cursor_execute", count)
     try:
