@@ -25,6 +25,18 @@ def post(
     )
 
 
+def post_batch(
+    client: TestClient, tokens: Tokens, patient_id: str, items: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    response = client.post(
+        f"/v1/patients/{patient_id}/reports/batch",
+        json={"reports": items},
+        headers=tokens.patient(patient_id),
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["results"]
+
+
 def stored_count(client: TestClient, patient_id: str) -> int:
     with client.app.state.engine.connect() as conn:  # type: ignore[attr-defined]
         return conn.scalar(
@@ -171,13 +183,7 @@ def test_batch_with_mixed_items(world: World, client: TestClient, tokens: Tokens
     unknown = report_body({"hiccups": 1})
     conflicting = {**existing, "symptoms": [{"code": "nausea", "grade": 2}]}
     items = [good, bad_grade, existing, conflicting, {"garbage": True}, unknown]
-    response = client.post(
-        f"/v1/patients/{patient['id']}/reports/batch",
-        json={"reports": items},
-        headers=tokens.patient(patient["id"]),
-    )
-    assert response.status_code == 200, response.text
-    results = response.json()["results"]
+    results = post_batch(client, tokens, patient["id"], items)
     assert [r["status"] for r in results] == [
         "created", "rejected", "duplicate", "rejected", "rejected", "rejected"
     ]  # fmt: skip
@@ -321,7 +327,6 @@ def test_a_batch_costs_the_same_queries_for_one_report_or_many(
 ) -> None:
     patient = world.patient(drugs=("aldesleukin",))
     world.report(patient["id"], {"fatigue": 1}, {"weight_kg": 70})
-    url = f"/v1/patients/{patient['id']}/reports/batch"
     start = datetime.now(UTC) - timedelta(hours=30)
 
     def send(n: int) -> int:
@@ -335,13 +340,11 @@ def test_a_batch_costs_the_same_queries_for_one_report_or_many(
         ]
         sent.extend(items)
 
-        def post_batch() -> None:
-            response = client.post(
-                url, json={"reports": items}, headers=tokens.patient(patient["id"])
-            )
-            assert [r["status"] for r in response.json()["results"]] == ["created"] * n
+        def send_all() -> None:
+            results = post_batch(client, tokens, patient["id"], items)
+            assert [r["status"] for r in results] == ["created"] * n
 
-        return _count_queries(client, post_batch)
+        return _count_queries(client, send_all)
 
     sent: list[dict] = []
     send(1)  # opens the episodes the next batches re-trigger
@@ -411,13 +414,7 @@ def test_a_batch_stores_what_the_same_reports_posted_one_by_one_store(
         )
         assert response.status_code == 201, response.text
     shuffled = [bodies[i] for i in (6, 3, 0, 5, 1, 4, 2)] + [repeat, conflicting]
-    response = client.post(
-        f"/v1/patients/{batched['id']}/reports/batch",
-        json={"reports": shuffled},
-        headers=tokens.patient(batched["id"]),
-    )
-    assert response.status_code == 200, response.text
-    results = response.json()["results"]
+    results = post_batch(client, tokens, batched["id"], shuffled)
     assert [r["status"] for r in results] == ["created"] * 7 + ["duplicate", "rejected"]
     assert results[7]["report_id"] == results[4]["report_id"]
 
