@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -11,6 +12,7 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, make_url
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     async_sessionmaker,
@@ -155,7 +157,7 @@ class Sessions:
 class AsyncSessions:
     """Session factories of the asyncio engine, behind one first-come, first-served gate."""
 
-    def __init__(self, engine: AsyncEngine, capacity: int) -> None:
+    def __init__(self, engine: AsyncEngine, capacity: int, timeout: float) -> None:
         self.engine = engine
         self.write = async_sessionmaker(engine, expire_on_commit=False)
         # As for threaded reads: autocommit saves a read its BEGIN and COMMIT round trips.
@@ -166,6 +168,20 @@ class AsyncSessions:
         # waiting request can be passed over again and again (p99 in seconds); waiting here
         # serves requests in the order they came.
         self.gate = anyio.CapacityLimiter(capacity)
+        self.timeout = timeout
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """A place among the requests using the database; 503 "busy" after the pool timeout."""
+        try:
+            with anyio.fail_after(self.timeout):
+                await self.gate.acquire()
+        except TimeoutError:
+            raise PoolTimeoutError(f"no connection free within {self.timeout:g} s") from None
+        try:
+            yield
+        finally:
+            self.gate.release()
 
 
 async def in_transaction(request: Request, work: Callable[..., T], *args: Any) -> T:
@@ -177,7 +193,7 @@ async def in_transaction(request: Request, work: Callable[..., T], *args: Any) -
     sessions: AsyncSessions | None = getattr(request.app.state, "async_sessions", None)
     if sessions is None:
         return await run_in_threadpool(_in_thread, request.app.state.sessions.write, work, *args)
-    async with sessions.gate, sessions.write() as session, session.begin():
+    async with sessions.turn(), sessions.write() as session, session.begin():
         return await session.run_sync(work, *args)
 
 
@@ -192,7 +208,7 @@ async def read_only(request: Request, work: Callable[..., T], *args: Any) -> T:
         return await run_in_threadpool(
             _read_in_thread, request.app.state.sessions.read, work, *args
         )
-    async with sessions.gate, sessions.read() as session:
+    async with sessions.turn(), sessions.read() as session:
         return await session.run_sync(work, *args)
 
 

@@ -36,7 +36,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Made on the event loop that serves: an asyncio pool belongs to one loop.
         async_engine = make_async_engine(settings)
         app.state.async_sessions = (
-            None if async_engine is None else AsyncSessions(async_engine, settings.db_capacity)
+            None
+            if async_engine is None
+            else AsyncSessions(async_engine, settings.db_capacity, settings.db_pool_timeout)
         )
         try:
             yield

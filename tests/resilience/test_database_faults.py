@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -88,4 +90,50 @@ def test_a_report_waiting_too_long_for_its_patient_gets_503_busy(
         assert_unavailable(response)
         assert "busy" in response.json()["detail"]
         holder.rollback()
+    engine.dispose()
+
+
+def test_a_request_waiting_too_long_for_a_connection_gets_503_busy(
+    database_url: str, world: World, tokens: Tokens
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks hold the only connection: runs in the PostgreSQL suite")
+    held, other = world.patient(), world.patient()
+    engine = create_engine(database_url)
+    settings = {"db_pool_size": 1, "db_max_overflow": 0, "db_pool_timeout": 1}
+    with (
+        engine.connect() as holder,
+        live_server(database_url, **settings) as base,
+        httpx.Client(base_url=base, timeout=20) as client,
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        # Another transaction holds the patient; the first report waits for it, on the only
+        # connection the app has.
+        holder.execute(text("SELECT 1 FROM patients WHERE id = :id FOR UPDATE"), {"id": held["id"]})
+        first = pool.submit(
+            client.post,
+            f"/v1/patients/{held['id']}/reports",
+            json=report_body({"fever": 1}),
+            headers=tokens.patient(held["id"]),
+        )
+        waiting = text(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        deadline = time.monotonic() + 10
+        with engine.connect() as watcher:
+            while not watcher.scalar(waiting):
+                watcher.rollback()  # pg_stat_activity is read once per transaction
+                assert time.monotonic() < deadline, "the first report never waited on the lock"
+                time.sleep(0.02)
+        # The only connection is taken: the next request waits its turn, then gets 503 busy.
+        url = f"/v1/patients/{other['id']}/reports"
+        body = report_body({"fever": 1})
+        response = client.post(url, json=body, headers=tokens.patient(other["id"]))
+        assert_unavailable(response)
+        assert "busy" in response.json()["detail"]
+        holder.rollback()
+        assert first.result().status_code == 201
+        # Nothing was stored for the refused report: the retry creates it.
+        assert client.post(url, json=body, headers=tokens.patient(other["id"])).status_code == 201
     engine.dispose()
