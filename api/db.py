@@ -96,7 +96,7 @@ def make_engine(settings: Settings) -> Engine:
 
 
 def make_async_engine(settings: Settings) -> AsyncEngine | None:
-    """The engine of the hot write path on PostgreSQL (psycopg's asyncio side); None on SQLite.
+    """PostgreSQL's engine for the hot paths (psycopg's asyncio side); None on SQLite.
 
     Its pool waits on the event loop: a request waiting for a connection or for the database
     holds no thread, and no worker thread fights the event loop for the GIL per round trip.
@@ -243,11 +243,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     except BaseException:
         await run_in_threadpool(_end, session, commit=False)
         raise
-    if session.in_transaction():
-        await run_in_threadpool(_end, session, commit=True)
-    else:
-        # The endpoint committed on its own thread (or never began): nothing left to send.
-        session.close()
+    await run_in_threadpool(_end, session, commit=True)
 
 
 def _end(session: Session, *, commit: bool) -> None:
