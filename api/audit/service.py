@@ -20,16 +20,7 @@ def record(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """One row per write, in the write's own transaction: no write without its audit entry."""
-    session.add(
-        AuditEvent(
-            actor_sub=principal.sub,
-            actor_role=principal.role,
-            action=action,
-            resource_type=resource_type,
-            resource_id=str(resource_id),
-            detail=detail,
-        )
-    )
+    record_many(session, principal, action, resource_type, [(resource_id, detail)])
 
 
 _insert_audit = insert(AuditEvent.__table__)
@@ -42,7 +33,7 @@ def record_many(
     resource_type: str,
     entries: list[tuple[object, dict[str, Any] | None]],
 ) -> None:
-    """As ``record``, for many resources at once: one statement however many there are."""
+    """As ``record``, for many resources of one action: one statement however many there are."""
     if not entries:
         return
     at = utcnow()
