@@ -31,6 +31,7 @@ from api.catalog.schemas import (
 )
 from api.catalog.shipped import rule_problems
 from api.errors import Invalid, NotFound
+from api.rules.context import baseline_drugs
 from api.rules.definitions import Policy, RuleDef, WorseningCond
 from api.rules.engine import VersionedRule, iter_leaves
 
@@ -237,6 +238,8 @@ class EvaluationCatalog:
     symptom_names: dict[str, str]
     # How far back trend rules look: the longest worsening window among the rules.
     history_window: timedelta
+    # Drugs whose course a weight rule measures from -> the longest watch window of those rules.
+    baseline_drugs: dict[str, int]
 
 
 def bump_revision(session: Session) -> None:
@@ -282,10 +285,11 @@ def _load_evaluation_catalog(session: Session) -> EvaluationCatalog:
     ):
         serious.setdefault(drug_code, set()).add(symptom_code)
     rules = current_rules(session)
+    drug_classes = dict(session.execute(select(Drug.code, Drug.drug_class)).all())
     return EvaluationCatalog(
         policy=get_policy(session),
         rules=rules,
-        drug_classes=dict(session.execute(select(Drug.code, Drug.drug_class)).all()),
+        drug_classes=drug_classes,
         serious_by_drug={k: frozenset(v) for k, v in serious.items()},
         symptom_names=dict(session.execute(select(Symptom.code, Symptom.name)).all()),
         history_window=timedelta(
@@ -300,4 +304,5 @@ def _load_evaluation_catalog(session: Session) -> EvaluationCatalog:
                 default=0,
             )
         ),
+        baseline_drugs=baseline_drugs((v.rule for v in rules), drug_classes),
     )

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +29,6 @@ from api.catalog.service import EvaluationCatalog, catalog_revision, evaluation_
 from api.db import utcnow
 from api.errors import Conflict, Invalid, NotFound, validation_errors
 from api.patients.models import Patient, Therapy
-from api.patients.service import DEFAULT_WATCH_DAYS
 from api.reports.models import Report, ReportSymptom
 from api.reports.schemas import (
     Advice,
@@ -41,6 +39,7 @@ from api.reports.schemas import (
     SymptomRead,
 )
 from api.rules import engine
+from api.rules.context import History, weights_needed_from
 from api.rules.definitions import VITALS
 from api.security import Principal, can_see_patient
 
@@ -52,6 +51,9 @@ reports = Report.__table__
 report_symptoms = ReportSymptom.__table__
 
 CONFLICT = "This client_report_id was already used for a different report"
+# How long before the patient's first therapy (or the record's creation, if earlier) a report
+# may be dated: a pre-treatment baseline, not a mistyped year.
+EARLIEST_REPORT = timedelta(days=366)
 
 # The ingest path's statements are built once: building a statement costs about as much Python
 # as executing it.
@@ -60,6 +62,11 @@ _lock = (
         patients.c.id,
         patients.c.care_team,
         patients.c.baseline_weight_kg,
+        patients.c.created_at,
+        select(func.min(therapies.c.started_on))
+        .where(therapies.c.patient_id == patients.c.id)
+        .scalar_subquery()
+        .label("first_therapy"),
         catalog_revision().label("revision"),
     )
     .where(patients.c.id == bindparam("patient_id", type_=Uuid))
@@ -84,36 +91,31 @@ _therapies = select(therapies.c.drug_code, therapies.c.started_on, therapies.c.e
 def _grades_query() -> CompoundSelect:
     """Grades the trend rules may look back to, for reports recorded in [first, last].
 
-    Before ``first`` only the latest grade of each symptom within the look-back matters (every
-    report of the request is later); from ``first`` on, every grade (the request's reports fall
-    in between them).
+    Only the request's own symptoms (``codes``): the trend rules compare nothing else. Before
+    ``first``, the latest time each (symptom, grade) was reported is enough: the lowest grade
+    in any window that starts after ``since`` is the lowest grade whose latest report falls in
+    it. From ``first`` on, every grade (the request's reports fall in between them).
     """
     graded = report_symptoms.join(reports, reports.c.id == report_symptoms.c.report_id)
-    columns = (reports.c.recorded_at, report_symptoms.c.symptom_code, report_symptoms.c.grade)
-    latest = (
+    mine = (
+        reports.c.patient_id == bindparam("patient_id", type_=Uuid),
+        report_symptoms.c.symptom_code.in_(bindparam("codes", expanding=True)),
+    )
+    return union_all(
         select(
-            *columns,
-            func.row_number()
-            .over(
-                partition_by=report_symptoms.c.symptom_code,
-                order_by=reports.c.recorded_at.desc(),
-            )
-            .label("n"),
+            func.max(reports.c.recorded_at), report_symptoms.c.symptom_code, report_symptoms.c.grade
         )
         .select_from(graded)
         .where(
-            reports.c.patient_id == bindparam("patient_id", type_=Uuid),
+            *mine,
             reports.c.recorded_at >= bindparam("since"),
             reports.c.recorded_at < bindparam("first"),
         )
-        .subquery()
-    )
-    return union_all(
-        select(latest.c.recorded_at, latest.c.symptom_code, latest.c.grade).where(latest.c.n == 1),
-        select(*columns)
+        .group_by(report_symptoms.c.symptom_code, report_symptoms.c.grade),
+        select(reports.c.recorded_at, report_symptoms.c.symptom_code, report_symptoms.c.grade)
         .select_from(graded)
         .where(
-            reports.c.patient_id == bindparam("patient_id", type_=Uuid),
+            *mine,
             reports.c.recorded_at >= bindparam("first"),
             reports.c.recorded_at < bindparam("last"),
         ),
@@ -121,15 +123,11 @@ def _grades_query() -> CompoundSelect:
 
 
 _grades = _grades_query()
-_weights = (
-    select(reports.c.recorded_at, reports.c.weight_kg)
-    .where(
-        reports.c.patient_id == bindparam("patient_id", type_=Uuid),
-        reports.c.weight_kg.is_not(None),
-        reports.c.recorded_at >= bindparam("since"),
-        reports.c.recorded_at < bindparam("last"),
-    )
-    .order_by(reports.c.recorded_at)
+_weights = select(reports.c.recorded_at, reports.c.weight_kg).where(
+    reports.c.patient_id == bindparam("patient_id", type_=Uuid),
+    reports.c.weight_kg.is_not(None),
+    reports.c.recorded_at >= bindparam("since"),
+    reports.c.recorded_at < bindparam("last"),
 )
 _insert_reports = insert(reports)
 _insert_symptoms = insert(report_symptoms)
@@ -191,6 +189,7 @@ def submit(
             raise Conflict(CONFLICT)
         return _replay(session, catalog, found), None
     _check_codes(body, catalog)
+    _check_date(body, patient)
     [outcome] = _store_new(session.connection(), patient, catalog, [(uuid.uuid4(), body, digest)])
     return ReportCreated(
         **_report_fields(patient["id"], outcome),
@@ -228,6 +227,7 @@ def submit_batch(
     for i, body, digest in parsed:
         try:
             _check_codes(body, catalog, loc=())
+            _check_date(body, patient, loc=())
         except Invalid as exc:
             results[i] = _rejected(_key_of(raw_items[i]), exc.errors or [])
             continue
@@ -280,6 +280,23 @@ def _check_codes(
         raise Invalid(errors)
 
 
+def _check_date(body: ReportCreate, patient: RowMapping, loc: tuple[str, ...] = ("body",)) -> None:
+    start = patient["created_at"].date()
+    if patient["first_therapy"] is not None:
+        start = min(start, patient["first_therapy"])
+    earliest = start - EARLIEST_REPORT
+    if body.recorded_at.date() < earliest:
+        raise Invalid(
+            [
+                {
+                    "loc": [*loc, "recorded_at"],
+                    "msg": f"is before {earliest.isoformat()}, a year before the patient's "
+                    "first therapy or record",
+                }
+            ]
+        )
+
+
 def _replay(session: Session, catalog: EvaluationCatalog, found: RowMapping) -> ReportCreated:
     report = read_reports(session, [session.get_one(Report, found["report_id"])])[0]
     return ReportCreated(
@@ -287,69 +304,6 @@ def _replay(session: Session, catalog: EvaluationCatalog, found: RowMapping) -> 
         alerts=[AlertRead.model_validate(a) for a in alerts_of_report(session, found["report_id"])],
         advice=_advice(catalog, found["advice_severity"]),
     )
-
-
-class _History:
-    """The patient's symptom grades and weights by time: stored ones, then this request's."""
-
-    def __init__(self) -> None:
-        self.grade_times: list[datetime] = []
-        self.grades: list[tuple[str, int]] = []
-        self.weight_times: list[datetime] = []
-        self.weights: list[float] = []
-
-    def add_grade(self, at: datetime, code: str, grade: int) -> None:
-        i = bisect.bisect_right(self.grade_times, at)
-        self.grade_times.insert(i, at)
-        self.grades.insert(i, (code, grade))
-
-    def add_weight(self, at: datetime, weight: float) -> None:
-        i = bisect.bisect_right(self.weight_times, at)
-        self.weight_times.insert(i, at)
-        self.weights.insert(i, weight)
-
-    def previous(
-        self, before: datetime, window: timedelta, codes: Collection[str]
-    ) -> dict[str, engine.PriorGrade]:
-        """Latest grade of each of ``codes`` in [before - window, before).
-
-        Only the report's own symptoms: the trend rules compare nothing else, and the walk back
-        stops as soon as each has been found.
-        """
-        latest: dict[str, engine.PriorGrade] = {}
-        start = before - window
-        for i in range(bisect.bisect_left(self.grade_times, before) - 1, -1, -1):
-            at = self.grade_times[i]
-            if at < start or len(latest) == len(codes):
-                break
-            code, grade = self.grades[i]
-            if code in codes and code not in latest:
-                latest[code] = engine.PriorGrade(grade=grade, recorded_at=at)
-        return latest
-
-    def first_weight(self, since: datetime, before: datetime) -> float | None:
-        i = bisect.bisect_left(self.weight_times, since)
-        if i < len(self.weight_times) and self.weight_times[i] < before:
-            return self.weights[i]
-        return None
-
-
-def _current_therapy_start(therapies: list[engine.Therapy], before: datetime) -> datetime | None:
-    """Where the first-weight baseline is looked for when the patient has no recorded one.
-
-    The current therapy is the one started last among those the patient is on, counting a
-    course that ended within the default watch window (capillary leak outlasts the last dose).
-    """
-    day = before.date()
-    recent = [
-        t.started_on
-        for t in therapies
-        if t.started_on <= day
-        and (t.ended_on is None or day - timedelta(days=DEFAULT_WATCH_DAYS) <= t.ended_on)
-    ]
-    if not recent:
-        return None
-    return datetime.combine(max(recent), datetime.min.time(), before.tzinfo)
 
 
 def _store_new(
@@ -377,60 +331,52 @@ def _store_new(
         for row in conn.execute(_therapies, {"patient_id": patient_id})
     ]
     window = catalog.history_window
-    last = max(body.recorded_at for _, body, _ in items)
-    history = _History()
-    if window:
-        first = items[0][1].recorded_at
-        params = {"patient_id": patient_id, "since": first - window, "first": first, "last": last}
-        rows = conn.execute(_grades, params).all()
-        rows.sort(key=lambda row: row[0])
-        history.grade_times = [at for at, _, _ in rows]
-        history.grades = [(code, grade) for _, code, grade in rows]
-    baseline = patient["baseline_weight_kg"]
-    starts: list[datetime | None] = [None] * len(items)
-    if baseline is None:
-        starts = [
-            _current_therapy_start(therapy_list, body.recorded_at)
-            if body.vitals and body.vitals.weight_kg is not None
-            else None
-            for _, body, _ in items
-        ]
-        if any(starts):
-            since = min(s for s in starts if s is not None)
-            params = {"patient_id": patient_id, "since": since, "last": last}
-            for at, weight in conn.execute(_weights, params):
-                history.weight_times.append(at)
-                history.weights.append(weight)
+    times = [body.recorded_at for _, body, _ in items]
+    first, last = times[0], max(times)
+    history = History()
+    codes = sorted({s.code for _, body, _ in items for s in body.symptoms})
+    if window and codes:
+        params = {
+            "patient_id": patient_id,
+            "codes": codes,
+            "since": first - window,
+            "first": first,
+            "last": last,
+        }
+        for at, code, grade in conn.execute(_grades, params):
+            history.add_grade(code, grade, at)
+    weighed = [body.recorded_at for _, body, _ in items if body.vitals and body.vitals.weight_kg]
+    since = weights_needed_from(therapy_list, weighed, catalog.baseline_drugs)
+    if since is not None:
+        for at, weight in conn.execute(
+            _weights, {"patient_id": patient_id, "since": since, "last": last}
+        ):
+            history.add_weight(weight, at)
 
     now = utcnow()
     outcomes: list[Outcome] = []
     evaluations: list[engine.Evaluation] = []
     report_rows: list[dict[str, Any]] = []
     symptom_rows: list[dict[str, Any]] = []
-    for (report_id, body, digest), start in zip(items, starts, strict=True):
+    for report_id, body, digest in items:
         at = body.recorded_at
         vitals = body.vitals.present() if body.vitals else {}
         symptoms = {s.code: s.grade for s in body.symptoms}
         evaluation = engine.evaluate(
             engine.ReportInput(recorded_at=at, symptoms=symptoms, vitals=vitals),
-            engine.PatientContext(
+            history.context(
+                at,
+                symptoms,
                 therapies=therapy_list,
-                baseline_weight_kg=(
-                    baseline
-                    if baseline is not None or start is None
-                    else history.first_weight(start, at)
-                ),
-                previous=history.previous(at, window, symptoms) if window else {},
+                baseline_weight_kg=patient["baseline_weight_kg"],
+                window=window,
                 serious_by_drug=catalog.serious_by_drug,
                 symptom_names=catalog.symptom_names,
             ),
             catalog.rules,
             catalog.policy,
         )
-        for s in body.symptoms:
-            history.add_grade(at, s.code, s.grade)
-        if "weight_kg" in vitals:
-            history.add_weight(at, vitals["weight_kg"])
+        history.add_report(at, symptoms, vitals.get("weight_kg"))
         advice_severity = evaluation.advice.severity if evaluation.advice else None
         outcomes.append(Outcome(report_id, body, now, advice_severity))
         evaluations.append(evaluation)

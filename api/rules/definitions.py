@@ -9,11 +9,14 @@ Condition grammar (one key family per node):
 * ``{"symptom": CODE, "gte": n}`` — grade of CODE in this report (absent → false). Comparators:
   ``gte``, ``gt``, ``lte``, ``lt``, ``eq`` (exactly one per leaf). CODE may be ``"*"`` (any
   symptom in the report) or ``"@serious"`` (any symptom that is ``serious`` for one of the
-  patient's in-scope drugs).
+  patient's in-scope drugs). ``"except": [CODE, ...]`` leaves symptoms out of ``"*"``;
+  ``"serious": true`` counts the symptom only where it is ``serious`` for one of the patient's
+  in-scope drugs (``{"symptom": "*", "serious": true}`` is ``"@serious"``).
 * ``{"vital": NAME, "lt": x}`` — a vital of this report (absent → false).
-* ``{"metric": "weight_gain_pct", "gte": 5}`` — weight change from baseline, in percent.
+* ``{"metric": "weight_gain_pct", "gte": 5}`` — weight change from the baseline weight of the
+  course of the rule's drug, in percent (see ``engine.course_baseline``).
 * ``{"worsening": {"by": 2, "within_days": 14}}`` — a symptom at least ``by`` grades above the
-  patient's previous report of that symptom within ``within_days`` days.
+  lowest grade the patient reported for it in the previous ``within_days`` days.
 * ``{"on_drug": [CODE, ...]}`` — the patient is on one of these drugs (active, or ended within the
   rule's watch window).
 """
@@ -66,12 +69,21 @@ class _Compare(_Node):
 
 
 class SymptomCond(_Compare):
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
     symptom: str = Field(pattern=r"^([a-z][a-z0-9_]*|\*|@serious)$")
+    # None when not given, so that rules without them keep their stored form (and version).
+    except_: list[Annotated[str, Field(pattern=CODE_PATTERN)]] | None = Field(
+        default=None, alias="except", max_length=50
+    )
+    serious: bool | None = None
 
     @model_validator(mode="after")
     def _grade_range(self) -> SymptomCond:
         if not 0 <= self.value <= 4:
             raise ValueError("symptom grades are 0-4")
+        if self.except_ and self.symptom not in ("*", "@serious"):
+            raise ValueError('\'except\' only goes with "*" or "@serious"')
         return self
 
 
@@ -152,6 +164,9 @@ class RuleDef(_Node):
 class SeverityPolicy(_Node):
     follow_up_minutes: int = Field(ge=1)
     advice: str = Field(min_length=1, max_length=500, pattern=NO_NUL)
+    # Time to acknowledge an open alert before it is escalated (API.md "Escalation"); None: the
+    # default of api/notifications/escalation.py. ACK_WINDOW_*_S settings override both.
+    ack_window_minutes: int | None = Field(default=None, ge=1)
 
 
 class Escalation(_Node):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from typing import Any
+from datetime import date, datetime, time, timedelta
+from typing import Any, Literal
 
 from api.rules.definitions import (
     SEVERITY_RANK,
@@ -53,13 +53,22 @@ class ReportInput:
 
 
 @dataclass(frozen=True, slots=True)
+class Weight:
+    kg: float
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class PatientContext:
     therapies: Sequence[Therapy] = ()
-    # The patient's baseline weight, or the first weight reported in the current therapy.
+    # The weight recorded on the patient's record (``baseline_weight_kg``), if any.
     baseline_weight_kg: float | None = None
-    # Latest earlier grade of each symptom of the report (strictly before its recorded_at);
-    # the trend rules compare nothing else.
-    previous: Mapping[str, PriorGrade] = field(default_factory=dict)
+    # Grades of the report's symptoms reported before it, within the trend rules' look-back
+    # (any order); the trend rules compare nothing else.
+    earlier: Mapping[str, Sequence[PriorGrade]] = field(default_factory=dict)
+    # Weights reported before this report, oldest first: at least those from 7 days before the
+    # start of each course a weight rule may look at (see ``course_baseline``).
+    weights: Sequence[Weight] = ()
     # drug code -> symptom codes that are `serious` for that drug.
     serious_by_drug: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # symptom code -> display name, for the words in `detail` (falls back to the code).
@@ -165,12 +174,98 @@ def _scope_drugs(rule: RuleDef, on: list[Therapy]) -> list[str] | None:
     return sorted(hits) or None
 
 
+# --- baseline weight per course (CLINICAL.md "Baseline weight") -------------------------------
+
+PRE_DOSE_DAYS = 7
+BaselineSource = Literal["pre_dose", "recorded", "first_in_course"]
+
+
 @dataclass(frozen=True, slots=True)
+class Baseline:
+    weight_kg: float
+    source: BaselineSource
+    recorded_at: datetime | None = None  # when that weight was reported (None: the record's)
+
+    def words(self) -> str:
+        kg = _vital_text("weight_kg", self.weight_kg)
+        if self.source == "recorded":
+            return f"{kg}, the baseline on the patient's record"
+        day = self.recorded_at.date().isoformat() if self.recorded_at else "?"
+        if self.source == "pre_dose":
+            return f"{kg} reported {day}, before the course"
+        return f"{kg} reported {day}, the first weight of this course"
+
+    def as_evidence(self) -> dict[str, Any]:
+        return {
+            "weight_kg": self.weight_kg,
+            "source": self.source,
+            "recorded_at": self.recorded_at.isoformat() if self.recorded_at else None,
+            "words": self.words(),
+        }
+
+
+def course_start(
+    therapies: Sequence[Therapy], drug_code: str, day: date, watch_days: int
+) -> date | None:
+    """First day of the patient's course of ``drug_code`` that counts at ``day``: the therapy
+    of that drug started last among those the patient is on (with the rule's watch window)."""
+    starts = [
+        t.started_on for t in _on_drugs(therapies, day, watch_days) if t.drug_code == drug_code
+    ]
+    return max(starts, default=None)
+
+
+def course_baseline(
+    context: PatientContext, drug_code: str | None, at: datetime, watch_days: int
+) -> Baseline | None:
+    """The baseline weight for a rule of ``drug_code`` on a report at ``at``.
+
+    CLINICAL.md: the latest weight reported in the 7 days before the course's first day (the
+    pre-dose weight), else the patient's recorded baseline, else the first weight reported in
+    the course. Another drug added mid-course changes nothing: the course is that drug's own.
+    A rule without a drug has no course: only the recorded baseline counts.
+    """
+    start = None
+    if drug_code is not None:
+        first_day = course_start(context.therapies, drug_code, at.date(), watch_days)
+        if first_day is not None:
+            start = datetime.combine(first_day, time.min, at.tzinfo)
+    weights = context.weights
+    if start is not None:
+        pre_dose_from = start - timedelta(days=PRE_DOSE_DAYS)
+        pre = [w for w in weights if pre_dose_from <= w.recorded_at < start]
+        if pre:
+            latest = max(pre, key=lambda w: w.recorded_at)
+            return Baseline(latest.kg, "pre_dose", latest.recorded_at)
+    if context.baseline_weight_kg is not None:
+        return Baseline(context.baseline_weight_kg, "recorded")
+    if start is not None:
+        course = [w for w in weights if start <= w.recorded_at < at]
+        if course:
+            first = min(course, key=lambda w: w.recorded_at)
+            return Baseline(first.kg, "first_in_course", first.recorded_at)
+    return None
+
+
+_UNSET: Any = object()
+
+
+@dataclass(slots=True)
 class _Env:
     report: ReportInput
     context: PatientContext
     on: frozenset[str]  # drugs the patient is on, with this rule's watch window
     scope_drugs: tuple[str, ...]  # of those, the ones in the rule's scope (for "@serious")
+    baseline_drug: str | None  # whose course the weight metric measures from
+    watch_days: int
+    _baseline: Any = _UNSET
+
+    def baseline(self) -> Baseline | None:
+        if self._baseline is _UNSET:
+            self._baseline = course_baseline(
+                self.context, self.baseline_drug, self.report.recorded_at, self.watch_days
+            )
+        return self._baseline
 
 
 # --- the evaluator -----------------------------------------------------------------------------
@@ -203,20 +298,22 @@ def _leaf(cond: Condition, env: _Env) -> list[Leaf]:
     report, context = env.report, env.context
     if isinstance(cond, SymptomCond):
         op, threshold = cond.op, cond.value
-        if cond.symptom == "*":
-            codes = sorted(report.symptoms)
-        elif cond.symptom == "@serious":
-            serious = {d: context.serious_by_drug.get(d, frozenset()) for d in env.scope_drugs}
-            codes = sorted(c for c in report.symptoms if any(c in s for s in serious.values()))
+        if cond.symptom in ("*", "@serious"):
+            left_out = set(cond.except_ or ())
+            codes = sorted(c for c in report.symptoms if c not in left_out)
         else:
             codes = [cond.symptom] if cond.symptom in report.symptoms else []
+        serious_only = cond.symptom == "@serious" or bool(cond.serious)
+        if serious_only:
+            serious = {d: context.serious_by_drug.get(d, frozenset()) for d in env.scope_drugs}
+            codes = [c for c in codes if any(c in s for s in serious.values())]
         leaves = []
         for code in codes:
             grade = report.symptoms[code]
             if OPS[op](grade, threshold):
                 leaf: Leaf = {"symptom": code, "grade": grade, "op": op}
                 leaf["threshold"] = _num(threshold)
-                if cond.symptom == "@serious":
+                if serious_only:
                     leaf["serious_for"] = [d for d in env.scope_drugs if code in serious[d]]
                 leaves.append(leaf)
         return leaves
@@ -226,11 +323,14 @@ def _leaf(cond: Condition, env: _Env) -> list[Leaf]:
             return []
         return [{"vital": cond.vital, "value": value, "op": cond.op, "threshold": _num(cond.value)}]
     if isinstance(cond, MetricCond):  # weight_gain_pct, the only metric
-        weight, baseline = report.vitals.get("weight_kg"), context.baseline_weight_kg
-        if weight is None or baseline is None or baseline <= 0:
+        weight = report.vitals.get("weight_kg")
+        if weight is None:
+            return []
+        baseline = env.baseline()
+        if baseline is None or baseline.weight_kg <= 0:
             return []
         # Rounded so that a weight exactly at a threshold is not lost to float noise.
-        pct = round((weight - baseline) / baseline * 100, 4)
+        pct = round((weight - baseline.weight_kg) / baseline.weight_kg * 100, 4)
         if not OPS[cond.op](pct, cond.value):
             return []
         return [
@@ -240,7 +340,8 @@ def _leaf(cond: Condition, env: _Env) -> list[Leaf]:
                 "op": cond.op,
                 "threshold": _num(cond.value),
                 "weight_kg": weight,
-                "baseline_weight_kg": baseline,
+                "baseline_weight_kg": baseline.weight_kg,
+                "baseline": baseline.as_evidence(),
             }
         ]
     if isinstance(cond, WorseningCond):
@@ -248,18 +349,22 @@ def _leaf(cond: Condition, env: _Env) -> list[Leaf]:
         since = report.recorded_at - timedelta(days=days)
         leaves = []
         for code, grade in sorted(report.symptoms.items()):
-            prev = context.previous.get(code)
-            if (
-                prev is not None
-                and since <= prev.recorded_at < report.recorded_at
-                and grade >= prev.grade + by
-            ):
+            window = [
+                p
+                for p in context.earlier.get(code, ())
+                if since <= p.recorded_at < report.recorded_at
+            ]
+            if not window:
+                continue
+            # The lowest grade; of its reports, the latest (the one a nurse would look up).
+            lowest = min(window, key=lambda p: (p.grade, -p.recorded_at.timestamp()))
+            if grade >= lowest.grade + by:
                 leaves.append(
                     {
                         "worsening": code,
                         "grade": grade,
-                        "previous_grade": prev.grade,
-                        "previous_recorded_at": prev.recorded_at.isoformat(),
+                        "lowest_grade": lowest.grade,
+                        "lowest_recorded_at": lowest.recorded_at.isoformat(),
                         "by": by,
                         "within_days": days,
                     }
@@ -295,14 +400,14 @@ def _leaf_words(leaf: Leaf, context: PatientContext) -> str:
         direction = "above" if pct >= 0 else "below"
         return (
             f"Weight {_vital_text('weight_kg', leaf['weight_kg'])} is {abs(pct):.1f}% {direction} "
-            f"baseline {_vital_text('weight_kg', leaf['baseline_weight_kg'])}, "
+            f"baseline {leaf['baseline']['words']}, "
             f"{OP_WORDS[leaf['op']].removeprefix('is ')} the {leaf['threshold']}% threshold"
         )
     if "worsening" in leaf:
         return (
-            f"{name(leaf['worsening'])} rose from grade {leaf['previous_grade']} to grade "
-            f"{leaf['grade']} since {leaf['previous_recorded_at'][:10]} "
-            f"(threshold: {leaf['by']} grades within {leaf['within_days']} days)"
+            f"{name(leaf['worsening'])} rose to grade {leaf['grade']} from grade "
+            f"{leaf['lowest_grade']}, its lowest in the previous {leaf['within_days']} days "
+            f"(reported {leaf['lowest_recorded_at'][:10]}; threshold: {leaf['by']} grades)"
         )
     return f"on {' or '.join(leaf['on_drug'])}"
 
@@ -333,7 +438,16 @@ def _evaluate_rule(
     scope_drugs = _scope_drugs(rule, on)
     if scope_drugs is None:
         return None
-    env = _Env(report, context, frozenset(t.drug_code for t in on), tuple(scope_drugs))
+    scoped = bool(rule.scope.drugs or rule.scope.drug_classes)
+    env = _Env(
+        report,
+        context,
+        frozenset(t.drug_code for t in on),
+        tuple(scope_drugs),
+        # A scoped global rule measures from the course of the patient's first drug in scope.
+        baseline_drug=rule.drug or (scope_drugs[0] if scoped and scope_drugs else None),
+        watch_days=rule.watch_days,
+    )
 
     best: tuple[int, Branch, list[Leaf]] | None = None
     for index, branch in enumerate(rule.branches):
@@ -355,9 +469,10 @@ def _evaluate_rule(
     if branch.note:
         detail += f" ({branch.note})"
     evidence: dict[str, Any] = {"branch": index, "matched": leaves}
-    baseline = next((leaf["baseline_weight_kg"] for leaf in leaves if "metric" in leaf), None)
+    baseline = next((leaf["baseline"] for leaf in leaves if "metric" in leaf), None)
     if baseline is not None:
-        evidence["baseline_weight_kg"] = baseline
+        evidence["baseline_weight_kg"] = baseline["weight_kg"]
+        evidence["baseline"] = baseline
     finding = Finding(
         rule_id=rule.id,
         rule_version=versioned.version,

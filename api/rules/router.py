@@ -13,6 +13,7 @@ from api.db import SessionDep
 from api.errors import PROBLEM_RESPONSES, Invalid
 from api.reports.schemas import MAX_BATCH, Advice, ReportBody, SymptomEntry, Vitals
 from api.rules import engine
+from api.rules.context import History
 from api.rules.definitions import CODE_PATTERN
 from api.security import Staff
 from api.types import NO_NUL, Timestamp
@@ -84,18 +85,23 @@ def evaluate(body: EvaluateBody, _: Staff, session: SessionDep) -> EvaluateResul
     if errors:
         raise Invalid(errors)
     recorded_at = body.report.recorded_at or datetime.now(UTC)
-    previous: dict[str, engine.PriorGrade] = {}
-    for item in sorted(body.history, key=lambda h: h.recorded_at):
-        if item.recorded_at < recorded_at:
-            for s in item.symptoms:
-                previous[s.code] = engine.PriorGrade(s.grade, item.recorded_at)
-    context = engine.PatientContext(
+    history = History()
+    for item in body.history:
+        vitals = item.vitals.present() if item.vitals else {}
+        history.add_report(
+            item.recorded_at, {s.code: s.grade for s in item.symptoms}, vitals.get("weight_kg")
+        )
+    # The drugs' courses start on the report's day: weights in the history's last 7 days before
+    # it are pre-dose weights.
+    context = history.context(
+        recorded_at,
+        {s.code for s in body.report.symptoms},
         therapies=[
             engine.Therapy(code, catalog.drug_classes[code], recorded_at.date())
             for code in body.drug_codes
         ],
-        baseline_weight_kg=body.baseline_weight_kg or _first_weight(body.history, recorded_at),
-        previous=previous,
+        baseline_weight_kg=body.baseline_weight_kg,
+        window=catalog.history_window,
         serious_by_drug=catalog.serious_by_drug,
         symptom_names=catalog.symptom_names,
     )
@@ -110,13 +116,6 @@ def evaluate(body: EvaluateBody, _: Staff, session: SessionDep) -> EvaluateResul
         alerts=result.findings,
         advice=Advice(severity=advice.severity, message=advice.message) if advice else None,
     )
-
-
-def _first_weight(history: list[HistoryItem], before: datetime) -> float | None:
-    for item in sorted(history, key=lambda h: h.recorded_at):
-        if item.recorded_at < before and item.vitals and item.vitals.weight_kg is not None:
-            return item.vitals.weight_kg
-    return None
 
 
 @router.get("/performance")

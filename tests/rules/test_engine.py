@@ -160,9 +160,17 @@ def test_weight_gain_detail_and_evidence() -> None:
     rules = [rule("w", branch("urgent", {"metric": "weight_gain_pct", "gte": 5}, "fluid"))]
     finding = only(run(rules, vitals={"weight_kg": 75.6}, baseline_weight_kg=70.0))
     assert finding.detail == (
-        "Weight 75.6 kg is 8.0% above baseline 70.0 kg, at or above the 5% threshold (fluid)"
+        "Weight 75.6 kg is 8.0% above baseline 70.0 kg, the baseline on the patient's record, "
+        "at or above the 5% threshold (fluid)"
     )
     assert finding.evidence["baseline_weight_kg"] == 70.0
+    baseline = {
+        "weight_kg": 70.0,
+        "source": "recorded",
+        "recorded_at": None,
+        "words": "70.0 kg, the baseline on the patient's record",
+    }
+    assert finding.evidence["baseline"] == baseline
     assert finding.evidence["matched"] == [
         {
             "metric": "weight_gain_pct",
@@ -171,6 +179,7 @@ def test_weight_gain_detail_and_evidence() -> None:
             "threshold": 5,
             "weight_kg": 75.6,
             "baseline_weight_kg": 70.0,
+            "baseline": baseline,
         }
     ]
 
@@ -213,41 +222,84 @@ def test_serious_in_a_drug_owned_rule_only_counts_that_drug() -> None:
     assert run(rules, {"headache": 4}, therapies=both, serious_by_drug=serious).findings
 
 
+def test_star_leaves_out_the_excepted_symptoms() -> None:
+    rules = [rule("any", branch("urgent", {"symptom": "*", "gte": 3, "except": ["hair_thinning"]}))]
+    assert not run(rules, {"hair_thinning": 4}).findings
+    finding = only(run(rules, {"hair_thinning": 4, "rash": 3}))
+    assert [leaf["symptom"] for leaf in finding.evidence["matched"]] == ["rash"]
+
+
+def test_except_needs_a_wildcard() -> None:
+    with pytest.raises(ValueError, match="'except' only goes with"):
+        rule("x", branch("urgent", {"symptom": "rash", "gte": 3, "except": ["fever"]}))
+
+
+def test_serious_flag_counts_a_named_symptom_only_where_it_is_serious() -> None:
+    rules = [rule("b", branch("urgent", {"symptom": "swelling", "gte": 2, "serious": True}))]
+    serious = {"aldesleukin": frozenset({"swelling"})}
+    assert not run(rules, {"swelling": 3}, serious_by_drug=serious).findings
+    on_bev = [therapy("bevacizumab")]
+    assert not run(rules, {"swelling": 3}, therapies=on_bev, serious_by_drug=serious).findings
+    on_ald = [therapy("aldesleukin")]
+    finding = only(run(rules, {"swelling": 2}, therapies=on_ald, serious_by_drug=serious))
+    assert finding.evidence["matched"][0]["serious_for"] == ["aldesleukin"]
+    assert not run(rules, {"swelling": 1}, therapies=on_ald, serious_by_drug=serious).findings
+
+
 class TestWorsening:
     rules = [rule("worse", branch("routine", {"worsening": {"by": 2, "within_days": 14}}))]
 
-    def check(self, grade: int, previous: int, days_ago: float) -> Evaluation:
-        prior = PriorGrade(previous, NOW - timedelta(days=days_ago))
-        return run(self.rules, {"nausea": grade}, previous={"nausea": prior})
+    def check(self, grade: int, *earlier: tuple[int, float]) -> Evaluation:
+        """earlier: (grade, days ago) of the same symptom."""
+        prior = [PriorGrade(g, NOW - timedelta(days=d)) for g, d in earlier]
+        return run(self.rules, {"nausea": grade}, earlier={"nausea": prior})
 
     def test_two_grades_up_fires(self) -> None:
-        finding = only(self.check(3, 1, 3))
+        finding = only(self.check(3, (1, 3)))
         assert finding.severity == "routine"
         assert finding.evidence["matched"] == [
             {
                 "worsening": "nausea",
                 "grade": 3,
-                "previous_grade": 1,
-                "previous_recorded_at": (NOW - timedelta(days=3)).isoformat(),
+                "lowest_grade": 1,
+                "lowest_recorded_at": (NOW - timedelta(days=3)).isoformat(),
                 "by": 2,
                 "within_days": 14,
             }
         ]
-        assert finding.detail.startswith("Nausea rose from grade 1 to grade 3 since 2026-03-07")
+        assert finding.detail.startswith(
+            "Nausea rose to grade 3 from grade 1, its lowest in the previous 14 days "
+            "(reported 2026-03-07; threshold: 2 grades)"
+        )
 
     def test_one_grade_up_does_not(self) -> None:
-        assert not self.check(2, 1, 3).findings
+        assert not self.check(2, (1, 3)).findings
+
+    def test_compared_with_the_lowest_not_the_latest(self) -> None:
+        assert self.check(2, (0, 6), (1, 3)).findings  # 0 -> 1 -> 2
+        assert self.check(2, (1, 6), (0, 3), (1, 1)).findings  # a dip in between counts
+        finding = only(self.check(3, (1, 9), (1, 5), (2, 1)))
+        # of two reports at the lowest grade, the latest is named
+        assert finding.evidence["matched"][0]["lowest_recorded_at"] == (
+            (NOW - timedelta(days=5)).isoformat()
+        )
 
     def test_window_boundary(self) -> None:
-        assert self.check(2, 0, 14).findings
-        assert not self.check(2, 0, 14.01).findings
+        assert self.check(2, (0, 14)).findings
+        assert not self.check(2, (0, 14.01)).findings
+        assert not self.check(2, (0, 15), (1, 3)).findings
 
     def test_previous_must_be_strictly_earlier(self) -> None:
-        assert not self.check(2, 0, 0).findings
-        assert not self.check(2, 0, -1).findings
+        assert not self.check(2, (0, 0)).findings
+        assert not self.check(2, (0, -1)).findings
 
     def test_no_previous_report(self) -> None:
         assert not run(self.rules, {"nausea": 4}).findings
+
+    def test_each_rule_uses_its_own_window(self) -> None:
+        rules = [rule("week", branch("routine", {"worsening": {"by": 2, "within_days": 7}}))]
+        prior = [PriorGrade(0, NOW - timedelta(days=10)), PriorGrade(1, NOW - timedelta(days=3))]
+        assert not run(rules, {"nausea": 2}, earlier={"nausea": prior}).findings
 
 
 # --- combinators -------------------------------------------------------------------------------
@@ -455,8 +507,8 @@ def test_evidence_is_json_serialisable() -> None:
         rule("b", branch("urgent", {"symptom": "*", "gte": 3})),
         rule("c", branch("routine", {"worsening": {"by": 2, "within_days": 14}})),
     ]
-    prior = {"nausea": PriorGrade(0, NOW - timedelta(days=1))}
-    result = run(rules, {"nausea": 3}, {"temperature_c": 38.5}, previous=prior)
+    prior = {"nausea": [PriorGrade(0, NOW - timedelta(days=1))]}
+    result = run(rules, {"nausea": 3}, {"temperature_c": 38.5}, earlier=prior)
     assert len(result.findings) == 4  # with the escalation
     json.dumps([f.evidence for f in result.findings])
 
@@ -612,8 +664,8 @@ def test_emergency_findings_do_not_count_towards_escalation() -> None:
 
 def test_routine_findings_do_not_count_towards_escalation() -> None:
     rules = [FEVER, rule("worse", branch("routine", {"worsening": {"by": 2, "within_days": 14}}))]
-    prior = {"nausea": PriorGrade(0, NOW - timedelta(days=1))}
-    result = run(rules, {"nausea": 2}, {"temperature_c": 38.5}, previous=prior)
+    prior = {"nausea": [PriorGrade(0, NOW - timedelta(days=1))]}
+    result = run(rules, {"nausea": 2}, {"temperature_c": 38.5}, earlier=prior)
     assert fired(result) == {"fever": "urgent", "worse": "routine"}
 
 

@@ -1,0 +1,123 @@
+"""The patient context the engine evaluates a report in, built the same way everywhere.
+
+Ingest, the dry run (`/v1/rules/evaluate`) and the backtest fill a :class:`History` with what
+they know of the patient (stored reports, or the history a caller sent) and ask it for each
+report's context. Pure: no database, no HTTP.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime, time, timedelta
+
+from api.rules.definitions import MetricCond, RuleDef
+from api.rules.engine import (
+    PRE_DOSE_DAYS,
+    PatientContext,
+    PriorGrade,
+    Therapy,
+    Weight,
+    course_start,
+    iter_leaves,
+)
+
+
+def _time_of(item: PriorGrade | Weight) -> datetime:
+    return item.recorded_at
+
+
+class History:
+    """A patient's symptom grades and weights by time, as far back as the rules look."""
+
+    def __init__(self) -> None:
+        self._grades: dict[str, list[PriorGrade]] = {}
+        self._weights: list[Weight] = []
+
+    def add_grade(self, code: str, grade: int, at: datetime) -> None:
+        bisect.insort_right(self._grades.setdefault(code, []), PriorGrade(grade, at), key=_time_of)
+
+    def add_weight(self, kg: float, at: datetime) -> None:
+        bisect.insort_right(self._weights, Weight(kg, at), key=_time_of)
+
+    def add_report(
+        self, at: datetime, symptoms: Mapping[str, int], weight_kg: float | None
+    ) -> None:
+        for code, grade in symptoms.items():
+            self.add_grade(code, grade, at)
+        if weight_kg is not None:
+            self.add_weight(weight_kg, at)
+
+    def earlier(
+        self, before: datetime, window: timedelta, codes: Collection[str]
+    ) -> dict[str, list[PriorGrade]]:
+        """Grades of ``codes`` reported in [before - window, before)."""
+        found = {}
+        for code in codes:
+            grades = self._grades.get(code)
+            if not grades:
+                continue
+            lo = bisect.bisect_left(grades, before - window, key=_time_of)
+            hi = bisect.bisect_left(grades, before, key=_time_of)
+            if lo < hi:
+                found[code] = grades[lo:hi]
+        return found
+
+    def weights_before(self, before: datetime) -> list[Weight]:
+        return self._weights[: bisect.bisect_left(self._weights, before, key=_time_of)]
+
+    def context(
+        self,
+        at: datetime,
+        codes: Collection[str],
+        *,
+        therapies: Sequence[Therapy],
+        baseline_weight_kg: float | None,
+        window: timedelta,
+        serious_by_drug: Mapping[str, frozenset[str]],
+        symptom_names: Mapping[str, str],
+    ) -> PatientContext:
+        """The context of a report at ``at`` of the symptoms ``codes``: what came before it."""
+        return PatientContext(
+            therapies=therapies,
+            baseline_weight_kg=baseline_weight_kg,
+            earlier=self.earlier(at, window, codes) if window else {},
+            weights=self.weights_before(at),
+            serious_by_drug=serious_by_drug,
+            symptom_names=symptom_names,
+        )
+
+
+def baseline_drugs(rules: Iterable[RuleDef], drug_classes: Mapping[str, str]) -> dict[str, int]:
+    """Drugs whose course a weight rule measures from, with the longest watch window."""
+    drugs: dict[str, int] = {}
+    for rule in rules:
+        if not any(
+            isinstance(leaf, MetricCond) for b in rule.branches for leaf in iter_leaves(b.when)
+        ):
+            continue
+        if rule.drug is not None:
+            owners = {rule.drug}
+        else:
+            owners = set(rule.scope.drugs) | {
+                code for code, cls in drug_classes.items() if cls in rule.scope.drug_classes
+            }
+        for code in owners:
+            drugs[code] = max(drugs.get(code, 0), rule.watch_days)
+    return drugs
+
+
+def weights_needed_from(
+    therapies: Sequence[Therapy], times: Iterable[datetime], drugs: Mapping[str, int]
+) -> datetime | None:
+    """From when weights must be read to find the course baselines of reports at ``times``:
+    7 days before the earliest course of a weight rule's drug that counts at one of them."""
+    earliest = None
+    for at in times:
+        for code, watch_days in drugs.items():
+            start = course_start(therapies, code, at.date(), watch_days)
+            if start is not None:
+                begin = datetime.combine(start, time.min, at.tzinfo)
+                begin -= timedelta(days=PRE_DOSE_DAYS)
+                earliest = begin if earliest is None else min(earliest, begin)
+    return earliest
