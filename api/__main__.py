@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--patient-id", type=uuid.UUID, help="role patient: the patient record")
     token.add_argument("--team", action="append", default=[], help="role clinician; repeatable")
     token.add_argument("--hours", type=float, default=12.0, help="lifetime (default 12)")
+    commands.add_parser(
+        "worker", help="run the job loop (escalation, webhooks) until SIGINT/SIGTERM"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -29,6 +32,13 @@ def main(argv: list[str] | None = None) -> int:
         reason = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
         print(f"error: {reason}", file=sys.stderr)
         return 2
+    if args.command == "worker":
+        import anyio
+
+        from api.notifications.worker import run_standalone
+
+        anyio.run(run_standalone, settings)
+        return 0
     if args.role == "patient" and args.patient_id is None:
         parser.error("--patient-id is required for --role patient")
     if args.role == "clinician" and not args.team:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -12,10 +14,13 @@ from sqlalchemy import text
 
 from api import errors
 from api.alerts.router import router as alerts_router
+from api.alerts.stream import EventHub
 from api.audit.router import router as audit_router
 from api.catalog.router import router as catalog_router
 from api.db import AsyncSessions, Sessions, make_async_engine, make_engine
 from api.middleware import BodyLimitMiddleware, RateLimitMiddleware, RequestContextMiddleware
+from api.notifications.router import router as webhooks_router
+from api.notifications.worker import JobLoop
 from api.patients.router import router as patients_router
 from api.reports.router import router as reports_router
 from api.rules.router import router as rules_router
@@ -40,9 +45,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if async_engine is None
             else AsyncSessions(async_engine, settings.db_capacity, settings.db_pool_timeout)
         )
+        app.state.event_hub = EventHub(app)
+        # WORKER_MODE=inline: escalation and webhook delivery run in this process too.
+        jobs = (
+            JobLoop(settings, app.state.sessions.write)
+            if settings.worker_mode == "inline"
+            else None
+        )
+        stopping = anyio.Event()
+        job_task = None if jobs is None else asyncio.create_task(jobs.run(stopping))
         try:
             yield
         finally:
+            stopping.set()
+            if job_task is not None:
+                await job_task
+            await app.state.event_hub.stop()
             app.state.async_sessions = None
             if async_engine is not None:
                 await async_engine.dispose()
@@ -81,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         patients_router,
         reports_router,
         alerts_router,
+        webhooks_router,
         rules_router,
         audit_router,
     ):

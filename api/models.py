@@ -12,6 +12,7 @@ from api.catalog.models import (
     Vital,
 )
 from api.db import Base
+from api.notifications.models import Webhook, WebhookAttempt, WebhookDelivery
 from api.patients.models import Patient, Therapy
 from api.reports.models import Report, ReportSymptom
 
@@ -31,4 +32,7 @@ __all__ = [
     "Symptom",
     "Therapy",
     "Vital",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookDelivery",
 ]

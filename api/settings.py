@@ -35,6 +35,19 @@ class Settings(PoolSettings):
     db_statement_timeout_ms: int = Field(default=10_000, ge=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     rate_limit_per_minute: int = Field(default=0, ge=0)
+    # Notifications (api/notifications): the job loop, acknowledge windows, webhooks, live feed.
+    worker_mode: Literal["inline", "off"] = "inline"
+    worker_interval_s: float = Field(default=1.0, gt=0, le=60)
+    ack_window_emergency_s: int | None = Field(default=None, ge=1)
+    ack_window_urgent_s: int | None = Field(default=None, ge=1)
+    ack_window_routine_s: int | None = Field(default=None, ge=1)
+    webhook_allow_http: bool = False
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    webhook_retry_base_s: float = Field(default=10.0, gt=0)
+    webhook_retry_max_s: float = Field(default=900.0, gt=0)
+    webhook_retry_for_s: float = Field(default=25 * 3600.0, gt=0)
+    stream_heartbeat_s: float = Field(default=15.0, gt=0)
+    stream_poll_s: float = Field(default=1.0, gt=0, le=60)
 
     @model_validator(mode="after")
     def _secret_outside_development(self) -> Settings:

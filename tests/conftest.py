@@ -26,13 +26,35 @@ from sqlalchemy.engine import make_url
 
 from api.db import make_engine
 from api.main import create_app
-from api.models import Alert, AlertEvent, AuditEvent, Patient, Report, ReportSymptom, Therapy
+from api.models import (
+    Alert,
+    AlertEvent,
+    AuditEvent,
+    Patient,
+    Report,
+    ReportSymptom,
+    Therapy,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from api.security import mint_token
 from api.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SECRET = "test-secret-" + "x" * 40
-MUTABLE_TABLES = (AlertEvent, Alert, ReportSymptom, Report, Therapy, Patient, AuditEvent)
+MUTABLE_TABLES = (
+    WebhookAttempt,
+    WebhookDelivery,
+    Webhook,
+    AlertEvent,
+    Alert,
+    ReportSymptom,
+    Report,
+    Therapy,
+    Patient,
+    AuditEvent,
+)
 
 
 def make_settings(url: str, **overrides: Any) -> Settings:
@@ -40,6 +62,8 @@ def make_settings(url: str, **overrides: Any) -> Settings:
         "app_env": "development",
         "database_url": url,
         "jwt_secret": TEST_SECRET,
+        # The job loop runs where a test asks for it (tests/notifications), not under every test.
+        "worker_mode": "off",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

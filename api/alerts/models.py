@@ -4,7 +4,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, SmallInteger, String, Text, text
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from api.db import Base, JSONType, UTCDateTime, new_id, utcnow
@@ -25,9 +35,30 @@ class Alert(Base):
             postgresql_where=text("status IN ('open', 'acknowledged')"),
             sqlite_where=text("status IN ('open', 'acknowledged')"),
         ),
-        # The dashboard's triage order within a team.
-        Index("ix_alerts_team_triage", "care_team", "triage_rank", "follow_up_due_at", "id"),
+        # The dashboard's triage order within a team: severity, escalated first, then due time.
+        Index(
+            "ix_alerts_team_triage",
+            "care_team",
+            "triage_rank",
+            "escalation_rank",
+            "follow_up_due_at",
+            "id",
+        ),
         Index("ix_alerts_patient", "patient_id", "created_at"),
+        # What the job loop scans for: open alerts not yet escalated, unresolved ones not yet
+        # marked overdue. Partial, so they stay as small as the work left to do.
+        Index(
+            "ix_alerts_ack_watch",
+            "created_at",
+            postgresql_where=text("status = 'open' AND escalated_at IS NULL"),
+            sqlite_where=text("status = 'open' AND escalated_at IS NULL"),
+        ),
+        Index(
+            "ix_alerts_due_watch",
+            "follow_up_due_at",
+            postgresql_where=text("status IN ('open', 'acknowledged') AND overdue_at IS NULL"),
+            sqlite_where=text("status IN ('open', 'acknowledged') AND overdue_at IS NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -55,19 +86,33 @@ class Alert(Base):
     resolved_by: Mapped[str | None] = mapped_column(String(200))
     resolution_note: Mapped[str | None] = mapped_column(Text)
     outcome: Mapped[str | None] = mapped_column(String(16))
+    # Set once, by the job loop, when an open alert outlived its acknowledge window.
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # 1 until escalated, then 0: ascending order puts escalated alerts first within a severity.
+    # A column of its own (not folded into triage_rank) so writers of triage_rank keep 0-2.
+    escalation_rank: Mapped[int] = mapped_column(SmallInteger, default=1, server_default="1")
+    # Set once, by the job loop, when an unresolved alert passed follow_up_due_at.
+    overdue_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# Event ids increase in commit order (see api/alerts/events.py): readers page the feed by id.
+EventId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class AlertEvent(Base):
     __tablename__ = "alert_events"
     __table_args__ = (
-        Index("ix_alert_events_alert", "alert_id", "at"),
+        Index("ix_alert_events_alert", "alert_id", "id"),
         Index("ix_alert_events_report", "report_id"),
+        # SQLite: AUTOINCREMENT, so an id is never handed out twice, even after deletes.
+        {"sqlite_autoincrement": True},
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    id: Mapped[int] = mapped_column(EventId, Identity(), primary_key=True)
     alert_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alerts.id"))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # raised | retriggered | acknowledged | resolved
+    # raised | retriggered | severity_raised | acknowledged | resolved | escalated | overdue;
+    # the event's type is "alert." + action.
     action: Mapped[str] = mapped_column(String(16))
     actor_sub: Mapped[str | None] = mapped_column(String(200))
     actor_role: Mapped[str | None] = mapped_column(String(16))

@@ -3,10 +3,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import Session
+from sse_starlette import EventSourceResponse
 
+from api.alerts.events import event_row, write_events
 from api.alerts.models import OPEN_STATUSES, Alert, AlertEvent
 from api.alerts.schemas import (
     AcknowledgeBody,
@@ -16,9 +18,10 @@ from api.alerts.schemas import (
     SummaryCounts,
 )
 from api.alerts.service import TRIAGE_RANK
+from api.alerts.stream import EventHub, feed
 from api.audit.service import record
 from api.db import SessionDep, read_only, utcnow
-from api.errors import PROBLEM_RESPONSES, Conflict, NotFound
+from api.errors import PROBLEM_RESPONSES, Conflict, Invalid, NotFound
 from api.pagination import Cursor, Limit, Page, decode_cursor, page_of, parse_time
 from api.reports.models import Report
 from api.reports.schemas import ReportRead
@@ -40,6 +43,12 @@ class AlertDetail(AlertRead):
 def _triage_rank(value: object) -> int:
     if type(value) is not int or value not in TRIAGE_RANK.values():
         raise ValueError("not a triage rank")
+    return value
+
+
+def _escalation_rank(value: object) -> int:
+    if type(value) is not int or value not in (0, 1):
+        raise ValueError("not an escalation rank")
     return value
 
 
@@ -68,9 +77,9 @@ async def list_alerts(
     cursor: Cursor = None,
 ) -> Page[AlertRead]:
     # Rows, not ORM objects: a page is read-only and the identity map would double its cost.
-    query = _scoped(select(Alert.__table__), principal).order_by(
-        Alert.triage_rank, Alert.follow_up_due_at, Alert.id
-    )
+    # Severity, escalated before not, due time: the columns of ix_alerts_team_triage.
+    order = (Alert.triage_rank, Alert.escalation_rank, Alert.follow_up_due_at, Alert.id)
+    query = _scoped(select(Alert.__table__), principal).order_by(*order)
     if status:
         query = query.where(Alert.status == status)
     if severity:
@@ -81,10 +90,8 @@ async def list_alerts(
         query = query.where(Alert.drug_code == drug_code)
     if team:
         query = query.where(Alert.care_team == team)
-    if after := decode_cursor(cursor, _triage_rank, parse_time, uuid.UUID):
-        query = query.where(
-            tuple_(Alert.triage_rank, Alert.follow_up_due_at, Alert.id) > tuple_(*after)
-        )
+    if after := decode_cursor(cursor, _triage_rank, _escalation_rank, parse_time, uuid.UUID):
+        query = query.where(tuple_(*order) > tuple_(*after))
     query = query.limit(limit + 1)
 
     def page(session: Session) -> list[AlertRead]:
@@ -94,7 +101,12 @@ async def list_alerts(
     return page_of(
         await read_only(request, page),
         limit,
-        lambda a: [TRIAGE_RANK[a.severity], a.follow_up_due_at.isoformat(), str(a.id)],
+        lambda a: [
+            TRIAGE_RANK[a.severity],
+            0 if a.escalated_at else 1,
+            a.follow_up_due_at.isoformat(),
+            str(a.id),
+        ],
     )
 
 
@@ -127,6 +139,30 @@ def summary(principal: Staff, session: SessionDep) -> SummaryCounts:
             st: sum(grid[s][st] for s in grid) for st in ("open", "acknowledged", "resolved")
         },
         by_severity_and_status=grid,
+    )
+
+
+@router.get(
+    "/stream",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "alert events"}},
+)
+async def stream(
+    principal: Staff,
+    request: Request,
+    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+) -> EventSourceResponse:
+    """Server-Sent Events: ``id`` the event id, ``event`` its type, ``data`` the alert."""
+    after = None
+    if last_event_id is not None:
+        if not last_event_id.isdigit():
+            raise Invalid([{"loc": ["header", "last-event-id"], "msg": "not an event id"}])
+        after = int(last_event_id)
+    hub: EventHub = request.app.state.event_hub
+    return EventSourceResponse(
+        feed(hub, principal.team_filter(), after),
+        ping=request.app.state.settings.stream_heartbeat_s,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
@@ -199,20 +235,24 @@ def _transition(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict(f"An alert that is {from_status} cannot become {to_status}")
-    session.add(
-        AlertEvent(
-            alert_id=alert_id,
-            at=utcnow(),
-            action=to_status,
-            actor_sub=principal.sub,
-            actor_role=principal.role,
-            from_status=from_status,
-            to_status=to_status,
-            note=note,
-        )
-    )
     record(session, principal, f"alert.{to_status}", "alert", alert_id, {"from": from_status})
     session.flush()
+    # Last write of the transaction: the event ordering lock is held only until the commit.
+    write_events(
+        session.connection(),
+        [
+            event_row(
+                alert_id,
+                to_status,
+                utcnow(),
+                actor_sub=principal.sub,
+                actor_role=principal.role,
+                from_status=from_status,
+                to_status=to_status,
+                note=note,
+            )
+        ],
+    )
     session.refresh(alert)
     return AlertRead.model_validate(alert)
 
@@ -229,10 +269,16 @@ def list_events(
     query = (
         select(AlertEvent)
         .where(AlertEvent.alert_id == alert_id)
-        .order_by(AlertEvent.at, AlertEvent.id)
+        .order_by(AlertEvent.id)
         .limit(limit + 1)
     )
-    if after := decode_cursor(cursor, parse_time, uuid.UUID):
-        query = query.where(tuple_(AlertEvent.at, AlertEvent.id) > tuple_(*after))
+    if after := decode_cursor(cursor, _event_id):
+        query = query.where(AlertEvent.id > after[0])
     items = [AlertEventRead.model_validate(e) for e in session.scalars(query)]
-    return page_of(items, limit, lambda e: [e.at.isoformat(), str(e.id)])
+    return page_of(items, limit, lambda e: [e.id])
+
+
+def _event_id(value: object) -> int:
+    if type(value) is not int or value < 0:
+        raise ValueError("not an event id")
+    return value

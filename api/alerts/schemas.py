@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from api.types import NO_NUL
 
@@ -33,6 +33,8 @@ class AlertRead(BaseModel):
     resolved_by: str | None
     resolution_note: str | None
     outcome: str | None
+    escalated_at: datetime | None
+    overdue_at: datetime | None
 
 
 class AcknowledgeBody(BaseModel):
@@ -51,7 +53,8 @@ class ResolveBody(BaseModel):
 class AlertEventRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    id: uuid.UUID
+    # Increasing: the live feed's and the webhooks' event id.
+    id: int
     alert_id: uuid.UUID
     at: datetime
     action: str
@@ -62,6 +65,12 @@ class AlertEventRead(BaseModel):
     from_status: str | None
     to_status: str
     note: str | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def type(self) -> str:
+        """As in the live feed and webhooks: ``alert.`` + action."""
+        return f"alert.{self.action}"
 
 
 class SummaryCounts(BaseModel):

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, Uuid, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from api.alerts.events import event_row, write_events
 from api.alerts.models import OPEN_STATUSES, Alert, AlertEvent
 from api.rules.definitions import SEVERITY_RANK
 from api.rules.engine import Finding
@@ -15,7 +16,6 @@ from api.rules.engine import Finding
 TRIAGE_RANK = {"emergency": 0, "urgent": 1, "routine": 2}
 
 alerts = Alert.__table__
-alert_events = AlertEvent.__table__
 
 # What a re-trigger may change on an open episode (written back with one executemany).
 _MUTABLE = (
@@ -41,7 +41,6 @@ _open_episodes = (
     .with_for_update()
 )
 _insert_alerts = insert(alerts)
-_insert_events = insert(alert_events)
 _update_alert = (
     update(alerts)
     .where(alerts.c.id == bindparam("b_id"))
@@ -85,7 +84,10 @@ def raise_alerts(
             else:
                 alert["occurrences"] += 1
                 alert["last_triggered_at"] = now
+                action = "retriggered"
                 if SEVERITY_RANK[finding.severity] > SEVERITY_RANK[alert["severity"]]:
+                    events.append(_event(alert, action, report_id, finding.severity, now))
+                    action = "severity_raised"
                     # Severity only rises within an episode; the alert then shows what raised it.
                     alert["severity"] = finding.severity
                     alert["triage_rank"] = TRIAGE_RANK[finding.severity]
@@ -96,21 +98,7 @@ def raise_alerts(
                     alert["follow_up_due_at"] = min(alert["follow_up_due_at"], due)
                 if alert["id"] not in new:
                     changed[alert["id"]] = alert
-                action = "retriggered"
-            events.append(
-                {
-                    "alert_id": alert["id"],
-                    "at": now,
-                    "action": action,
-                    "actor_sub": None,
-                    "actor_role": None,
-                    "report_id": report_id,
-                    "severity": finding.severity,
-                    "from_status": None if action == "raised" else alert["status"],
-                    "to_status": alert["status"],
-                    "note": None,
-                }
-            )
+            events.append(_event(alert, action, report_id, finding.severity, now))
             mine.append(alert)
         touched.append(mine)
     if new:
@@ -123,12 +111,23 @@ def raise_alerts(
                 for a in changed.values()
             ],
         )
-    # Events list by (at, id) and a request's events share ``at``: ascending ids keep them in
-    # the order they happened.
-    for event, event_id in zip(events, sorted(uuid.uuid4() for _ in events), strict=True):
-        event["id"] = event_id
-    conn.execute(_insert_events, events)
+    # Last: the events' ordering lock is held only from here to the commit.
+    write_events(conn, events)
     return touched
+
+
+def _event(
+    alert: dict[str, Any], action: str, report_id: uuid.UUID, severity: str, now: datetime
+) -> dict[str, Any]:
+    return event_row(
+        alert["id"],
+        action,
+        now,
+        report_id=report_id,
+        severity=severity,
+        from_status=None if action == "raised" else alert["status"],
+        to_status=alert["status"],
+    )
 
 
 def _new_alert(
@@ -163,6 +162,9 @@ def _new_alert(
         "resolved_by": None,
         "resolution_note": None,
         "outcome": None,
+        "escalated_at": None,
+        "escalation_rank": 1,
+        "overdue_at": None,
     }
 
 

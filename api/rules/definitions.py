@@ -153,6 +153,11 @@ class RuleDef(_Node):
     source: str = Field(min_length=1, max_length=500, pattern=NO_NUL)
     # Where CLINICAL.md was silent: the conservative choice made, in words.
     rationale: str | None = Field(default=None, max_length=1000, pattern=NO_NUL)
+    # Rules that say the same thing more precisely: when one of them raises a finding at least
+    # as severe on the same report, this rule raises none (one alert per problem, not two).
+    yields_to: list[Annotated[str, Field(pattern=RULE_ID_PATTERN)]] | None = Field(
+        default=None, max_length=20
+    )
 
     @model_validator(mode="after")
     def _scope_only_for_global(self) -> RuleDef:

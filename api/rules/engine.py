@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 
@@ -523,6 +523,32 @@ def _escalation(found: list[tuple[Finding, set[str]]], policy: Policy) -> Findin
     )
 
 
+def _without_yielded(
+    found: list[tuple[Finding, set[str]]], yields_to: Mapping[str, Sequence[str]]
+) -> list[tuple[Finding, set[str]]]:
+    """Drop a finding whose rule yields to another finding at least as severe; the one that
+    stays says in its evidence which rules it also meets."""
+    rank = {f.rule_id: SEVERITY_RANK[f.severity] for f, _ in found}
+    dropped: dict[str, list[str]] = {}
+    for finding, _ in found:
+        for other in yields_to.get(finding.rule_id, ()):
+            if rank.get(other, 0) >= rank[finding.rule_id]:
+                dropped.setdefault(other, []).append(finding.rule_id)
+                break
+    if not dropped:
+        return found
+    gone = {rule_id for covered in dropped.values() for rule_id in covered}
+    kept = []
+    for finding, causes in found:
+        if finding.rule_id in gone:
+            continue
+        if finding.rule_id in dropped:
+            evidence = finding.evidence | {"also_meets": sorted(dropped[finding.rule_id])}
+            finding = replace(finding, evidence=evidence)
+        kept.append((finding, causes))
+    return kept
+
+
 def _order(finding: Finding) -> tuple[int, str]:
     return -SEVERITY_RANK[finding.severity], finding.rule_id
 
@@ -538,6 +564,7 @@ def evaluate(
         for versioned in rules
         if (result := _evaluate_rule(versioned, report, context, policy)) is not None
     ]
+    found = _without_yielded(found, {v.rule.id: v.rule.yields_to or () for v in rules})
     findings = [finding for finding, _ in found]
     if (escalated := _escalation(found, policy)) is not None:
         findings.append(escalated)

@@ -522,13 +522,25 @@ def test_events_record_every_transition_in_order(
     response = client.get(f"/v1/alerts/{alert_id}/events", headers=tokens.clinician("onc-a"))
     assert response.status_code == 200, response.text
     events = response.json()["items"]
-    assert [e["action"] for e in events] == ["raised", "retriggered", "acknowledged", "resolved"]
-    raised, retriggered, acknowledged, resolved = events
+    # A re-trigger at a higher severity is a new occurrence and a severity rise: two events.
+    assert [e["action"] for e in events] == [
+        "raised",
+        "retriggered",
+        "severity_raised",
+        "acknowledged",
+        "resolved",
+    ]
+    assert [e["type"] for e in events] == [f"alert.{e['action']}" for e in events]
+    raised, retriggered, severity_raised, acknowledged, resolved = events
     assert raised["report_id"] == first["id"]
     assert raised["severity"] == "urgent"
     assert raised["to_status"] == "open"
     assert retriggered["report_id"] == second["id"]
     assert retriggered["severity"] == "emergency"
+    assert severity_raised["report_id"] == second["id"]
+    assert severity_raised["severity"] == "emergency"
+    ids = [e["id"] for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert (acknowledged["actor_sub"], acknowledged["actor_role"]) == ("nurse-1", "clinician")
     assert (acknowledged["from_status"], acknowledged["to_status"]) == ("open", "acknowledged")
     assert acknowledged["note"] == "on it"
@@ -723,8 +735,8 @@ DRY_RUNS = [
     ),
     pytest.param(
         {"drug_codes": ["bevacizumab"], "report": {"vitals": {"systolic_bp": 85}}},
-        set(),
-        None,
+        {"circulation"},  # not cls-hypotension: that one is aldesleukin's
+        "emergency",
         id="bev-low-bp",
     ),
 ]

@@ -581,10 +581,11 @@ def test_expected_mild_common_effects_raise_nothing(
 
 def test_capillary_leak_detail_is_said_in_words() -> None:
     result = scenario(drugs=(ALD,), vitals=NORMAL | {"systolic_bp": 84})
-    # circulation fires for every patient; on aldesleukin the capillary-leak rule names the drug
-    assert fired(result) == {"cls-hypotension": "emergency", "circulation": "emergency"}
+    # circulation fires for every patient; on aldesleukin it yields to the capillary-leak rule
+    assert fired(result) == {"cls-hypotension": "emergency"}
     found = finding(result, "cls-hypotension")
     assert found is not None
+    assert found.evidence["also_meets"] == ["circulation"]
     assert found.detail == (
         "Systolic blood pressure 84 mm Hg is below 90 mm Hg (capillary leak sign on aldesleukin)"
     )
@@ -803,7 +804,7 @@ def test_two_distinct_problems_escalate(
             (FIL,),
             {},
             {"temperature_c": 38.2},
-            {"fever-neutropenic": "emergency", "fever": "urgent"},
+            {"fever-neutropenic": "emergency"},
             id="fever on filgrastim",
         ),
         pytest.param(
@@ -920,3 +921,49 @@ def test_load_from_a_file(tmp_path: Path) -> None:
     path.write_text("- just a list\n", encoding="utf-8")
     with pytest.raises(RulesFileError, match="expected a mapping"):
         load_rules_file(path)
+
+
+# --- one alert per problem: a general rule yields to the drug's own ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("drugs", "symptoms", "vitals", "expected"),
+    [
+        pytest.param((ALD,), {}, {"systolic_bp": 84}, {"cls-hypotension": "emergency"}, id="bp"),
+        pytest.param((ALD,), {}, {"heart_rate": 134}, {"il2-heart": "urgent"}, id="pulse"),
+        pytest.param(
+            (ALD,),
+            {},
+            {"heart_rate": 134, "spo2": 91},
+            {
+                "circulation": "emergency",
+                "il2-heart": "urgent",
+                "hypoxia": "urgent",
+                "multiple-urgent": "emergency",
+            },
+            id="pulse with low oxygen: circulation is more severe, so it stays",
+        ),
+        pytest.param((ALD,), {"confusion": 2}, {}, {"il2-neuro": "emergency"}, id="confusion"),
+        pytest.param(
+            (IFN,), {"self_harm_thoughts": 1}, {}, {"ifn-mood": "emergency"}, id="self-harm"
+        ),
+        pytest.param(
+            (FIL,), {}, {"temperature_c": 38.5}, {"fever-neutropenic": "emergency"}, id="fever"
+        ),
+        pytest.param(
+            (FIL,),
+            {"fever": 3},
+            {},
+            {"fever": "urgent", "severe-symptom": "urgent"},
+            id="reported fever on filgrastim: no reading, fever stays",
+        ),
+    ],
+)
+def test_a_general_rule_yields_to_the_drug_rule_that_says_the_same(
+    drugs: tuple[str, ...],
+    symptoms: dict[str, int],
+    vitals: dict[str, float],
+    expected: dict[str, str],
+) -> None:
+    result = scenario(drugs=drugs, symptoms=symptoms, vitals=NORMAL | vitals)
+    assert fired(result) == expected

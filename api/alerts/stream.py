@@ -1,0 +1,208 @@
+"""The live feed (GET /v1/alerts/stream): Server-Sent Events of alert events, team-scoped.
+
+One ``EventHub`` per process reads new events once, for every stream of that process, and
+keeps the latest ones in memory; each stream filters them by its teams. So 500 open streams
+cost one query per wake-up, not 500, and a waiting stream holds no database connection: it
+waits on an in-memory event.
+
+The hub wakes on PostgreSQL ``LISTEN alert_events`` (the writers ``NOTIFY`` in their own
+transaction, api/alerts/events.py, so the notice comes after the commit) through one dedicated
+connection per process, and reads every STREAM_POLL_S anyway as the safety net for a lost
+listening connection. SQLite has no notifications: the hub reads every STREAM_POLL_S.
+
+Events are read in id order, which is commit order (api/alerts/events.py), so a stream that
+has sent event N resumes after N with nothing skipped; a client that reconnects with
+``Last-Event-ID`` gets what it missed read from the database, then the live events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import func, make_url, select
+from sqlalchemy.orm import Session
+
+from api.alerts.events import CHANNEL
+from api.alerts.models import Alert, AlertEvent
+from api.alerts.schemas import AlertRead
+
+log = logging.getLogger("api.stream")
+T = TypeVar("T")
+
+alerts = Alert.__table__
+events = AlertEvent.__table__
+PAGE = 200
+KEEP = 2000
+
+_with_alert = select(events.c.id.label("event_id"), events.c.action, alerts).join_from(
+    events, alerts, events.c.alert_id == alerts.c.id
+)
+
+
+@dataclass(frozen=True)
+class FeedEvent:
+    id: int
+    team: str
+    type: str
+    data: str
+
+
+def read_events(session: Session, after: int, teams: frozenset[str] | None) -> list[FeedEvent]:
+    """Up to a page of events after ``after`` (of ``teams``; None: all), in id order."""
+    query = _with_alert.where(events.c.id > after).order_by(events.c.id).limit(PAGE)
+    if teams is not None:
+        query = query.where(alerts.c.care_team.in_(sorted(teams)))
+    out = []
+    for row in session.connection().execute(query).mappings():
+        alert = AlertRead.model_validate(dict(row))
+        out.append(
+            FeedEvent(row["event_id"], row["care_team"], f"alert.{row['action']}", _json(alert))
+        )
+    return out
+
+
+def _json(alert: AlertRead) -> str:
+    return json.dumps(alert.model_dump(mode="json"), separators=(",", ":"))
+
+
+def _newest(session: Session) -> int:
+    return session.connection().scalar(select(func.max(events.c.id))) or 0
+
+
+async def run_read(app: FastAPI, work: Callable[..., T], *args: Any) -> T:
+    """A short read outside any request, the way api.db.read_only runs one."""
+    sessions = getattr(app.state, "async_sessions", None)
+    if sessions is None:
+
+        def in_thread() -> T:
+            with app.state.sessions.read() as session:
+                return work(session, *args)
+
+        return await run_in_threadpool(in_thread)
+    async with sessions.turn(), sessions.read() as session:
+        return await session.run_sync(work, *args)
+
+
+class EventHub:
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.settings = app.state.settings
+        self.recent: deque[FeedEvent] = deque(maxlen=KEEP)
+        # Every event with an id above ``floor`` and up to ``latest`` is in ``recent``.
+        self.floor = 0
+        self.latest = 0
+        self._changed = anyio.Event()
+        self._started = False
+        self._start_lock = anyio.Lock()
+        self._task: Any = None
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._started:
+                return
+            self.floor = self.latest = await run_read(self.app, _newest)
+            # Lives as long as the app: ended by stop() from the lifespan.
+            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._started = True
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+    async def _run(self) -> None:
+        if self.settings.is_sqlite:
+            while True:
+                await self._refresh_logged()
+                await anyio.sleep(self.settings.stream_poll_s)
+        while True:
+            try:
+                await self._listen()
+            except Exception as exc:
+                log.warning('{"event": "stream_listen_failed", "error": "%s"}', type(exc).__name__)
+            # Without a listening connection: the periodic read alone, then try again.
+            await self._refresh_logged()
+            await anyio.sleep(self.settings.stream_poll_s)
+
+    async def _listen(self) -> None:
+        import psycopg
+
+        url = make_url(self.settings.database_url).set(drivername="postgresql")
+        async with await psycopg.AsyncConnection.connect(
+            url.render_as_string(hide_password=False), autocommit=True, connect_timeout=5
+        ) as conn:
+            await conn.execute(f"LISTEN {CHANNEL}")
+            # Anything committed before LISTEN took effect is read here.
+            await self._refresh_logged()
+            while True:
+                async for _ in conn.notifies(timeout=self.settings.stream_poll_s, stop_after=1):
+                    pass
+                # A notice, or the poll interval without one (the safety net): read either way.
+                await self._refresh_logged()
+
+    async def _refresh_logged(self) -> None:
+        try:
+            await self.refresh()
+        except Exception as exc:
+            log.warning('{"event": "stream_read_failed", "error": "%s"}', type(exc).__name__)
+
+    async def refresh(self) -> None:
+        while True:
+            after = self.latest
+            new = await run_read(self.app, read_events, after, None)
+            if not new:
+                return
+            for event in new:
+                if len(self.recent) == self.recent.maxlen:
+                    self.floor = self.recent[0].id
+                self.recent.append(event)
+            self.latest = new[-1].id
+            changed, self._changed = self._changed, anyio.Event()
+            changed.set()
+            if len(new) < PAGE:
+                return
+
+    def since(self, after: int) -> list[FeedEvent] | None:
+        """The kept events after ``after``; None when some of them are no longer kept."""
+        if after < self.floor:
+            return None
+        return [e for e in self.recent if e.id > after]
+
+    async def wait(self, after: int, seconds: float) -> None:
+        if self.latest > after:
+            return
+        with anyio.move_on_after(seconds):
+            await self._changed.wait()
+
+
+async def feed(
+    hub: EventHub, teams: frozenset[str] | None, last_event_id: int | None
+) -> AsyncIterator[dict[str, Any]]:
+    """The stream's events: what was missed (from the database), then live ones."""
+    await hub.start()
+    after = hub.latest if last_event_id is None else last_event_id
+    while True:
+        kept = hub.since(after)
+        if kept is None:
+            # Behind what the hub keeps (a reconnect after a while): read from the database.
+            kept = await run_read(hub.app, read_events, after, teams)
+            if not kept:
+                after = max(after, hub.floor)
+                continue
+        for event in kept:
+            after = event.id
+            if teams is None or event.team in teams:
+                yield {"id": str(event.id), "event": event.type, "data": event.data}
+        # Wakes on new events; sse-starlette sends the heartbeat comments meanwhile.
+        await hub.wait(after, 60.0)

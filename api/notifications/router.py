@@ -1,0 +1,123 @@
+"""Webhook subscriptions (admin): POST/GET/DELETE /v1/webhooks, the delivery log."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+
+from fastapi import APIRouter, Request, Response, status
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from api.alerts.models import AlertEvent
+from api.audit.service import record
+from api.db import SessionDep, utcnow
+from api.errors import PROBLEM_RESPONSES, Invalid, NotFound
+from api.notifications.models import Webhook, WebhookAttempt
+from api.notifications.schemas import DeliveryRead, WebhookCreate, WebhookCreated, WebhookRead
+from api.pagination import Cursor, Limit, Page, decode_cursor, page_of
+from api.security import Admin
+
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=PROBLEM_RESPONSES)
+
+
+def _load(session: Session, webhook_id: uuid.UUID) -> Webhook:
+    webhook = session.get(Webhook, webhook_id)
+    if webhook is None or webhook.deleted_at is not None:
+        raise NotFound("No such webhook")
+    return webhook
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_webhook(
+    body: WebhookCreate, principal: Admin, session: SessionDep, request: Request
+) -> WebhookCreated:
+    url = str(body.url)
+    if (
+        request.app.state.settings.app_env == "production"
+        and body.url.scheme != "https"
+        and not request.app.state.settings.webhook_allow_http
+    ):
+        raise Invalid([{"loc": ["body", "url"], "msg": "must be https:// in production"}])
+    # Events from now on: the subscription starts after the newest event already written.
+    newest = session.scalar(select(func.max(AlertEvent.id))) or 0
+    webhook = Webhook(
+        url=url,
+        events=list(dict.fromkeys(body.events)),
+        teams=None if body.teams is None else sorted(set(body.teams)),
+        secret=body.secret or "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        created_at=utcnow(),
+        created_by=principal.sub,
+        last_event_id=newest,
+    )
+    session.add(webhook)
+    session.flush()
+    record(
+        session,
+        principal,
+        "webhook.created",
+        "webhook",
+        webhook.id,
+        {"events": webhook.events, "teams": webhook.teams},
+    )
+    return WebhookCreated.model_validate(webhook)
+
+
+@router.get("")
+def list_webhooks(
+    principal: Admin, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+) -> Page[WebhookRead]:
+    query = (
+        select(Webhook).where(Webhook.deleted_at.is_(None)).order_by(Webhook.id).limit(limit + 1)
+    )
+    if after := decode_cursor(cursor, uuid.UUID):
+        query = query.where(Webhook.id > after[0])
+    items = [WebhookRead.model_validate(w) for w in session.scalars(query)]
+    return page_of(items, limit, lambda w: [str(w.id)])
+
+
+@router.get("/{webhook_id}")
+def get_webhook(webhook_id: uuid.UUID, principal: Admin, session: SessionDep) -> WebhookRead:
+    return WebhookRead.model_validate(_load(session, webhook_id))
+
+
+@router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_webhook(webhook_id: uuid.UUID, principal: Admin, session: SessionDep) -> Response:
+    _load(session, webhook_id)
+    # Kept, marked deleted: its delivery log stays readable for the audit trail.
+    session.execute(
+        update(Webhook)
+        .where(Webhook.id == webhook_id, Webhook.deleted_at.is_(None))
+        .values(deleted_at=utcnow())
+    )
+    record(session, principal, "webhook.deleted", "webhook", webhook_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{webhook_id}/deliveries")
+def list_deliveries(
+    webhook_id: uuid.UUID,
+    principal: Admin,
+    session: SessionDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[DeliveryRead]:
+    """Every attempt, newest first."""
+    _load(session, webhook_id)
+    query = (
+        select(WebhookAttempt)
+        .where(WebhookAttempt.webhook_id == webhook_id)
+        .order_by(WebhookAttempt.id.desc())
+        .limit(limit + 1)
+    )
+    if after := decode_cursor(cursor, _attempt_id):
+        query = query.where(WebhookAttempt.id < after[0])
+    items = [DeliveryRead.model_validate(a) for a in session.scalars(query)]
+    return page_of(items, limit, lambda a: [a.id])
+
+
+def _attempt_id(value: object) -> int:
+    if type(value) is not int or value < 1:
+        raise ValueError("not an attempt id")
+    return value

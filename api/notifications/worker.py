@@ -1,0 +1,178 @@
+"""The job loop: escalation, overdue marks and webhook delivery, without a queue server.
+
+It runs inside every API process by default (``WORKER_MODE=inline``, started by the app's
+lifespan) or on its own as ``python -m api worker``; any number of copies may run, because all
+work is leased from the database (api/notifications/jobs.py). Every tick:
+
+1. one transaction: escalate, mark overdue, fan new events out to the subscriptions;
+2. one transaction: lease the due deliveries;
+3. send them with no transaction or connection held (httpx, concurrently);
+4. one transaction: write back outcomes, release the leases.
+
+Stopping lets the tick in progress finish (a send gives up after WEBHOOK_TIMEOUT_S), then gives
+back any lease still held, so another process can send at once instead of when the lease ends.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TypeVar
+
+import anyio
+import httpx
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.db import utcnow
+from api.notifications import jobs
+from api.settings import Settings
+
+log = logging.getLogger("api.worker")
+T = TypeVar("T")
+
+LEASE_BATCH = 100
+SENDS_AT_ONCE = 20
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
+    """Standard Webhooks ``webhook-signature``: v1, base64 HMAC-SHA256 of id.timestamp.body."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+class JobLoop:
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.worker_id = f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # A lease outlives the longest send by a wide margin: it only matters after a crash.
+        self.hold = timedelta(seconds=settings.webhook_timeout_s * 3 + 30)
+        self._windows: dict[str, timedelta] | None = None
+
+    def _in_transaction(self, work: Callable[[Session], T]) -> T:
+        with self.sessions() as session, session.begin():
+            return work(session)
+
+    async def _db(self, work: Callable[[Session], T]) -> T:
+        return await anyio.to_thread.run_sync(self._in_transaction, work)
+
+    async def run(self, stopping: anyio.Event) -> None:
+        log.info('{"event": "worker_started", "worker": "%s"}', self.worker_id)
+        try:
+            async with httpx.AsyncClient(follow_redirects=False) as client:
+                while not stopping.is_set():
+                    try:
+                        await self.tick(client)
+                    except Exception as exc:  # the loop must outlive a database restart
+                        log.warning(
+                            '{"event": "worker_tick_failed", "error": "%s"}', type(exc).__name__
+                        )
+                    with anyio.move_on_after(self.settings.worker_interval_s):
+                        await stopping.wait()
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    released = await self._db(
+                        lambda s: jobs.release_leases(s.connection(), self.worker_id)
+                    )
+                    log.info('{"event": "worker_stopped", "released": %d}', released)
+                except Exception as exc:
+                    log.warning(
+                        '{"event": "worker_release_failed", "error": "%s"}', type(exc).__name__
+                    )
+
+    async def tick(self, client: httpx.AsyncClient) -> None:
+        await self._db(self._housekeeping)
+        now = utcnow()
+        leased = await self._db(
+            lambda s: jobs.lease_deliveries(
+                s.connection(), self.worker_id, now, self.hold, LEASE_BATCH
+            )
+        )
+        if not leased:
+            return
+        outcomes: list[jobs.Outcome] = []
+        limiter = anyio.CapacityLimiter(SENDS_AT_ONCE)
+
+        async def send(delivery: jobs.Leased) -> None:
+            async with limiter:
+                outcomes.append(await self.send(client, delivery))
+
+        # Shielded: a stop request lets the sends in flight finish and be written back.
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as group:
+                for delivery in leased:
+                    group.start_soon(send, delivery)
+            await self._db(
+                lambda s: jobs.record_outcomes(
+                    s.connection(), self.worker_id, outcomes, self.settings
+                )
+            )
+
+    def _housekeeping(self, session: Session) -> None:
+        if self._windows is None:
+            self._windows = jobs.ack_windows(session, self.settings)
+        conn = session.connection()
+        now = utcnow()
+        jobs.escalate_and_mark_overdue(conn, now, self._windows)
+        jobs.fan_out(conn, now)
+
+    async def send(self, client: httpx.AsyncClient, delivery: jobs.Leased) -> jobs.Outcome:
+        msg_id = str(delivery.event_id)
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(delivery.secret, msg_id, timestamp, delivery.body),
+        }
+        code: int | None = None
+        error: str | None = None
+        try:
+            response = await client.post(
+                delivery.url,
+                content=delivery.body.encode(),
+                headers=headers,
+                timeout=self.settings.webhook_timeout_s,
+            )
+            code = response.status_code
+        except httpx.TimeoutException:
+            error = "timeout"
+        except httpx.HTTPError as exc:
+            error = type(exc).__name__
+        return jobs.Outcome(delivery, utcnow(), code, error)
+
+
+async def run_standalone(settings: Settings) -> None:
+    """``python -m api worker``: the job loop alone, until SIGINT or SIGTERM."""
+    import signal
+
+    from api.db import Sessions, make_engine
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    engine = make_engine(settings)
+    stopping = anyio.Event()
+
+    async def on_signal() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                stopping.set()
+                return
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(on_signal)
+            await JobLoop(settings, Sessions(engine).write).run(stopping)
+            group.cancel_scope.cancel()
+    finally:
+        engine.dispose()
