@@ -31,4 +31,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
 
 # Migrations are a one-off job, not part of every start:
 #   docker run --rm -e DATABASE_URL=... IMAGE alembic upgrade head
-CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--no-server-header"]
+# `python -m api serve` is uvicorn with the limits set in code (api/server.py): no access log
+# with concrete paths, capped request heads, a deadline for receiving them, no server header.
+CMD ["python", "-m", "api", "serve", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]

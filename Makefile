@@ -26,7 +26,7 @@ run: migrate
 	@echo "  curl -H \"Authorization: Bearer \$$TOKEN\" http://$(HOST):$(PORT)/v1/drugs/aldesleukin"
 	@echo "Other roles: --role clinician --team onc-a | --role patient --patient-id <uuid>"
 	@echo ""
-	$(PY) -m uvicorn api.main:app --host $(HOST) --port $(PORT) --no-server-header
+	$(PY) -m api serve --host $(HOST) --port $(PORT)
 
 # The whole suite; DATABASE_URL chooses the database (default: a fresh SQLite file per run).
 test: install

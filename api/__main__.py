@@ -1,4 +1,5 @@
-"""Command line: `python -m api token --role clinician --team onc-a` prints a signed token."""
+"""Command line: `python -m api token --role clinician --team onc-a` prints a signed token;
+`python -m api serve` serves the API."""
 
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--patient-id", type=uuid.UUID, help="role patient: the patient record")
     token.add_argument("--team", action="append", default=[], help="role clinician; repeatable")
     token.add_argument("--hours", type=float, default=12.0, help="lifetime (default 12)")
+    serve = commands.add_parser("serve", help="serve the API (uvicorn, with its limits set)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--proxy-headers", action="store_true", help="trust X-Forwarded-* from FORWARDED_ALLOW_IPS"
+    )
     commands.add_parser(
         "worker", help="run the job loop (escalation, webhooks) until SIGINT/SIGTERM"
     )
@@ -39,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
 
         anyio.run(run_standalone, settings)
         return 0
+    if args.command == "serve":
+        from api.server import serve as run
+
+        return run(args.host, args.port, args.workers, args.proxy_headers)
+    if args.hours * 3600 > settings.jwt_max_lifetime_s:
+        longest = settings.jwt_max_lifetime_s / 3600
+        parser.error(f"--hours: at most {longest:g} (JWT_MAX_LIFETIME_S)")
     if args.role == "patient" and args.patient_id is None:
         parser.error("--patient-id is required for --role patient")
     if args.role == "clinician" and not args.team:

@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -21,7 +22,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from api.settings import PoolSettings, Settings
+from api import pgconn
+from api.settings import DatabaseSettings, PoolSettings
 
 T = TypeVar("T")
 
@@ -73,7 +75,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def make_engine(settings: Settings) -> Engine:
+def make_engine(settings: DatabaseSettings) -> Engine:
     url = settings.database_url
     if url.startswith("sqlite"):
         # An in-memory database lives in one connection: no pool to size there.
@@ -92,10 +94,17 @@ def make_engine(settings: Settings) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, **_server_options(settings))
+    engine = create_engine(url, **_server_options(settings))
+    timeout = settings.db_response_timeout
+
+    @event.listens_for(engine, "do_connect")
+    def _bounded(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        return pgconn.connect(timeout, *cargs, **cparams)
+
+    return engine
 
 
-def make_async_engine(settings: Settings) -> AsyncEngine | None:
+def make_async_engine(settings: DatabaseSettings) -> AsyncEngine | None:
     """PostgreSQL's engine for the hot paths (psycopg's asyncio side); None on SQLite.
 
     Its pool waits on the event loop: a request waiting for a connection or for the database
@@ -103,11 +112,24 @@ def make_async_engine(settings: Settings) -> AsyncEngine | None:
     """
     if settings.database_url.startswith("sqlite"):
         return None
-    return create_async_engine(settings.database_url, **_server_options(settings))
+    options = _server_options(settings)
+    options["connect_args"]["async_creator_fn"] = partial(
+        pgconn.connect_async, settings.db_response_timeout
+    )
+    return create_async_engine(settings.database_url, **options)
 
 
-def _server_options(settings: Settings) -> dict[str, Any]:
-    connect_args: dict[str, Any] = {"connect_timeout": 5}
+def _server_options(settings: DatabaseSettings) -> dict[str, Any]:
+    # A network that drops packets instead of resetting: keepalives find an idle connection's
+    # dead peer, tcp_user_timeout one with unacknowledged data, both within seconds.
+    connect_args: dict[str, Any] = {
+        "connect_timeout": min(5, max(2, int(settings.db_response_timeout))),
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(settings.db_response_timeout * 1000),
+    }
     if settings.db_statement_timeout_ms:
         connect_args["options"] = f"-c statement_timeout={settings.db_statement_timeout_ms}"
     return {

@@ -8,17 +8,23 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
-from api import errors
+from api import errors, pgconn
 from api.alerts.router import router as alerts_router
 from api.alerts.stream import EventHub
 from api.audit.router import router as audit_router
 from api.catalog.router import router as catalog_router
 from api.db import AsyncSessions, Sessions, make_async_engine, make_engine
-from api.middleware import BodyLimitMiddleware, RateLimitMiddleware, RequestContextMiddleware
+from api.middleware import (
+    BodyLimitMiddleware,
+    HeaderGuardMiddleware,
+    RateLimitMiddleware,
+    RequestContextMiddleware,
+)
 from api.notifications.router import router as webhooks_router
 from api.notifications.worker import JobLoop
 from api.patients.router import router as patients_router
@@ -79,9 +85,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_verifier = HS256Verifier(settings)
 
     errors.install(app)
-    if settings.rate_limit_per_minute:
-        app.add_middleware(RateLimitMiddleware, per_minute=settings.rate_limit_per_minute)
+    # Outermost last: request id and log, CORS, header caps, rate limit, body cap.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.rate_limit_per_minute:
+        app.add_middleware(
+            RateLimitMiddleware,
+            per_minute=settings.rate_limit_per_minute,
+            redis_url=settings.redis_url,
+            prefix=settings.rate_limit_key_prefix,
+        )
+    app.add_middleware(HeaderGuardMiddleware, max_bytes=settings.max_header_bytes)
+    if settings.cors_origin_list:
+        # Bearer tokens, not cookies: no credentials mode needed.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Last-Event-ID"],
+            expose_headers=["Retry-After", "X-Request-ID", "WWW-Authenticate"],
+            max_age=600,
+        )
     app.add_middleware(RequestContextMiddleware)
 
     @app.get("/healthz", tags=["health"])
@@ -89,9 +112,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"], responses={503: errors.PROBLEM_RESPONSES[503]})
-    def readyz(request: Request) -> JSONResponse:
-        with request.app.state.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+    async def readyz(request: Request) -> JSONResponse:
+        # Bounded twice: each round trip by the deadline (a silent connection is dropped), the
+        # whole check (waiting for a pooled connection too) by the outer limit.
+        try:
+            with anyio.fail_after(READY_TIMEOUT_S + 1):
+                await anyio.to_thread.run_sync(
+                    _ping, request.app.state.engine, abandon_on_cancel=True
+                )
+        except TimeoutError:
+            raise errors.Unavailable("The database did not answer in time; retry shortly") from None
         return JSONResponse({"status": "ready"})
 
     for router in (
@@ -107,7 +137,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+READY_TIMEOUT_S = 2.0
+
+
+def _ping(engine: Engine) -> None:
+    with pgconn.deadline(READY_TIMEOUT_S), engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
 def _configure_logging() -> None:
+    # uvicorn's own access line holds the concrete path and query string (patient ids, even
+    # tokens): off here, whatever the command line says. Importing the app comes after uvicorn
+    # has set up its logging, in every worker, so this is the last word.
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_access.setLevel(logging.WARNING)
+    uvicorn_access.disabled = True
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     access = logging.getLogger("api.access")

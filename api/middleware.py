@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: body size cap, request id, security headers, access log."""
+"""Pure ASGI middleware: header and body caps, rate limit, request id, headers, access log."""
 
 from __future__ import annotations
 
@@ -10,15 +10,19 @@ import time
 import uuid
 from typing import Any
 
+from fastapi.security.utils import get_authorization_scheme_param
 from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.aio import storage as aio_storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.db import WRITE_INTENT
-from api.errors import PROBLEM_JSON
+from api.errors import PROBLEM_JSON, Unauthorized
+from api.security import principal_from_token
 
 access_log = logging.getLogger("api.access")
+log = logging.getLogger("api.middleware")
 
 
 class BodyLimitMiddleware:
@@ -90,41 +94,105 @@ async def send_problem(
     await send({"type": "http.response.body", "body": body.encode()})
 
 
-class RateLimitMiddleware:
-    """Per-token request budget (moving one-minute window); 429 with Retry-After when spent.
+class HeaderGuardMiddleware:
+    """Refuse oversized headers (431) and a second Authorization header (400).
 
-    Counted in each worker process: with N workers a token gets up to N times the limit. That
-    bounds abuse without a shared store; a hospital needing an exact global limit puts it in its
-    gateway.
+    ``python -m api serve`` refuses an oversized head before reading it whole (api/server.py);
+    this covers any other server the app runs under. Two Authorization headers are ambiguous
+    (which one did a proxy check?), so neither is chosen.
     """
 
-    def __init__(self, app: ASGIApp, per_minute: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = scope["headers"]
+        if sum(len(k) + len(v) + 4 for k, v in headers) > self.max_bytes:
+            detail = f"The request headers are larger than {self.max_bytes} bytes"
+            headers_out = [(b"connection", b"close")]
+            await send_problem(send, 431, "Request header fields too large", detail, headers_out)
+            return
+        if sum(1 for k, _ in headers if k == b"authorization") > 1:
+            detail = "Send exactly one Authorization header"
+            await send_problem(send, 400, "Bad request", detail, [])
+            return
+        await self.app(scope, receive, send)
+
+
+class RateLimitMiddleware:
+    """Request budget per verified user, or per client address without a valid token.
+
+    Moving one-minute window; 429 with Retry-After when spent. Keyed on the token's verified
+    subject, so spelling the header differently or sending junk tokens gets no fresh budget.
+    With ``redis_url`` the count is kept in Redis and holds across workers and replicas;
+    without it each worker process counts on its own. If Redis cannot be reached the request
+    passes (logged): a patient's report matters more than the limit.
+    """
+
+    def __init__(
+        self, app: ASGIApp, per_minute: int, redis_url: str | None = None, prefix: str = "symptoms"
+    ) -> None:
         self.app = app
         self.item = RateLimitItemPerMinute(per_minute)
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        storage: Any
+        if redis_url:
+            storage = aio_storage.RedisStorage(
+                f"async+{redis_url}",
+                implementation="redispy",
+                key_prefix=f"{prefix}:ratelimit",
+                wrap_exceptions=True,
+                socket_timeout=1,
+                socket_connect_timeout=1,
+            )
+        else:
+            storage = aio_storage.MemoryStorage()
+        self.limiter = MovingWindowRateLimiter(storage)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
-        credential = next((v for k, v in scope["headers"] if k == b"authorization"), None)
-        if credential is None:
-            client = scope.get("client")
-            credential = (client[0] if client else "unknown").encode()
-        # Keyed by a digest: the limiter's memory never holds a usable token.
-        key = hashlib.sha256(credential).hexdigest()
-        if not self.limiter.hit(self.item, key):
-            reset = self.limiter.get_window_stats(self.item, key).reset_time
-            retry_after = max(1, math.ceil(reset - time.time()))
+        key = _limit_key(scope)
+        try:
+            allowed = await self.limiter.hit(self.item, key)
+            stats = None if allowed else await self.limiter.get_window_stats(self.item, key)
+        except StorageError as exc:
+            log.warning("rate limit storage unavailable: %s", type(exc.storage_error).__name__)
+            allowed, stats = True, None
+        if not allowed and stats is not None:
+            retry_after = max(1, math.ceil(stats.reset_time - time.time()))
             await send_problem(
                 send,
                 429,
                 "Too many requests",
-                f"More than {self.item.amount} requests a minute for this token",
+                f"More than {self.item.amount} requests a minute",
                 [(b"retry-after", str(retry_after).encode())],
             )
             return
         await self.app(scope, receive, send)
+
+
+def _limit_key(scope: Scope) -> str:
+    """``sub:<digest>`` for a valid token, else ``addr:<client address>``."""
+    header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+    if header is not None:
+        scheme, token = get_authorization_scheme_param(header.decode("latin-1"))
+        if scheme.lower() == "bearer" and token:
+            try:
+                principal = principal_from_token(scope["app"].state.token_verifier, token)
+            except Unauthorized:
+                pass
+            else:
+                # The endpoint's dependency reuses this instead of verifying the token again.
+                scope.setdefault("state", {})["verified_token"] = (token, principal)
+                # A digest: the limiter's store holds no user ids.
+                return "sub:" + hashlib.sha256(principal.sub.encode()).hexdigest()
+    client = scope.get("client")
+    return "addr:" + (client[0] if client else "unknown")
 
 
 SECURITY_HEADERS = [

@@ -63,6 +63,7 @@ class HS256Verifier:
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
+        self._max_lifetime = settings.jwt_max_lifetime_s
 
     def verify(self, token: str) -> dict[str, Any]:
         required = ["exp", "sub"]
@@ -70,7 +71,7 @@ class HS256Verifier:
             required.append("iss")
         if self._audience:
             required.append("aud")
-        return jwt.decode(
+        claims = jwt.decode(
             token,
             self._key,
             algorithms=list(self.algorithms),
@@ -79,6 +80,20 @@ class HS256Verifier:
             leeway=self._leeway,
             options={"require": required, "verify_aud": bool(self._audience)},
         )
+        check_times(claims, self._max_lifetime, self._leeway)
+        return claims
+
+
+def check_times(claims: dict[str, Any], max_lifetime: int, leeway: int) -> None:
+    """``exp``, ``iat``, ``nbf`` are JSON numbers (PyJWT takes "123" too), and no token lives
+    longer than ``max_lifetime``: a leaked token with ``exp`` in the year 5000 is worth little.
+    """
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise jwt.InvalidTokenError(f"{name} is not a number")
+    if claims["exp"] > datetime.now(UTC).timestamp() + max_lifetime + leeway:
+        raise jwt.InvalidTokenError("exp is further away than the longest token lifetime")
 
 
 def principal_from_token(verifier: TokenVerifier, token: str) -> Principal:
@@ -104,6 +119,9 @@ def mint_token(
     teams: list[str] | None = None,
     ttl: timedelta = timedelta(hours=12),
 ) -> str:
+    if ttl.total_seconds() > settings.jwt_max_lifetime_s:
+        longest = settings.jwt_max_lifetime_s
+        raise ValueError(f"a token lives at most {longest} s (JWT_MAX_LIFETIME_S)")
     now = datetime.now(UTC)
     claims: dict[str, Any] = {"sub": sub, "role": role, "iat": now, "exp": now + ttl}
     if patient_id is not None:
@@ -126,7 +144,12 @@ async def current_principal(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized()
-    principal = principal_from_token(request.app.state.token_verifier, credentials.credentials)
+    # The rate limiter may have verified this very token already.
+    verified = request.scope.get("state", {}).get("verified_token")
+    if verified is not None and verified[0] == credentials.credentials:
+        principal = verified[1]
+    else:
+        principal = principal_from_token(request.app.state.token_verifier, credentials.credentials)
     request.state.principal = principal
     return principal
 

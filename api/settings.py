@@ -3,7 +3,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Used only in development mode when no secret is configured; refused in production.
@@ -24,17 +24,39 @@ class PoolSettings(BaseSettings):
         return self.db_pool_size + self.db_max_overflow
 
 
-class Settings(PoolSettings):
-    app_env: Literal["development", "production"] = "development"
+class DatabaseSettings(PoolSettings):
+    """What reaching the database takes, and nothing more: migrations read only this."""
+
     database_url: str = "sqlite:///./symptoms.db"
+    db_pool_timeout: float = Field(default=5.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=10_000, ge=0)
+    # A connection whose database sends nothing for this long is dropped (503): a silent
+    # network must not hang requests. Unset: the statement timeout plus 2 s (or 30 s).
+    db_response_timeout_s: float | None = Field(default=None, gt=0)
+
+    @property
+    def db_response_timeout(self) -> float:
+        if self.db_response_timeout_s is not None:
+            return self.db_response_timeout_s
+        if self.db_statement_timeout_ms:
+            return self.db_statement_timeout_ms / 1000 + 2
+        return 30.0
+
+
+class Settings(DatabaseSettings):
+    app_env: Literal["development", "production"] = "development"
     jwt_secret: SecretStr = SecretStr("")
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
-    db_pool_timeout: float = Field(default=5.0, gt=0)
-    db_statement_timeout_ms: int = Field(default=10_000, ge=0)
+    jwt_max_lifetime_s: int = Field(default=86_400, ge=60)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_header_bytes: int = Field(default=16 * 1024, ge=4096, le=1024 * 1024)
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
     rate_limit_per_minute: int = Field(default=0, ge=0)
+    redis_url: str | None = None
+    rate_limit_key_prefix: str = Field(default="symptoms", min_length=1, max_length=64)
+    cors_origins: str = ""
     # Notifications (api/notifications): the job loop, acknowledge windows, webhooks, live feed.
     worker_mode: Literal["inline", "off"] = "inline"
     worker_interval_s: float = Field(default=1.0, gt=0, le=60)
@@ -49,6 +71,12 @@ class Settings(PoolSettings):
     stream_heartbeat_s: float = Field(default=15.0, gt=0)
     stream_poll_s: float = Field(default=1.0, gt=0, le=60)
 
+    @field_validator("jwt_issuer", "jwt_audience", "redis_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `JWT_ISSUER=` as copied from .env.example means "not set", not "an empty issuer".
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _secret_outside_development(self) -> Settings:
         if self.app_env == "production":
@@ -62,6 +90,10 @@ class Settings(PoolSettings):
     @property
     def effective_jwt_secret(self) -> str:
         return self.jwt_secret.get_secret_value() or DEV_JWT_SECRET
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def is_sqlite(self) -> bool:

@@ -6,7 +6,7 @@ from sqlalchemy import Connection
 from api.catalog.sync import sync_shipped_catalog
 from api.db import make_engine
 from api.models import Base
-from api.settings import get_settings
+from api.settings import DatabaseSettings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -28,7 +28,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = make_engine(get_settings())
+    engine = make_engine(DatabaseSettings())
     # One transaction for the schema and the catalog: a failed sync leaves no half upgrade.
     with engine.begin() as connection:
         _run(connection)

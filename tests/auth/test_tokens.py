@@ -20,8 +20,9 @@ from pydantic import ValidationError
 
 import api.__main__ as cli
 from api.main import create_app
+from api.security import HS256Verifier, principal_from_token
 from api.settings import DEV_JWT_SECRET, Settings, get_settings
-from tests.conftest import TEST_SECRET, make_settings
+from tests.conftest import ROOT, TEST_SECRET, make_settings
 
 PROBLEM_JSON = "application/problem+json"
 PROTECTED = "/v1/symptoms"  # any role may read it: a 200 means the token was accepted
@@ -347,3 +348,62 @@ def test_the_token_command_refuses_to_sign_in_production_without_a_secret(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "JWT_SECRET" in captured.err
+
+
+def test_two_authorization_headers_are_400(client: TestClient) -> None:
+    valid, other = sign(claims()), sign(claims(sub="someone-else"))
+    for pair in ([valid, other], [valid, valid], ["junk", valid]):
+        response = client.get(PROTECTED, headers=[("Authorization", f"Bearer {t}") for t in pair])
+        assert response.status_code == 400, response.text
+        assert response.headers["content-type"] == PROBLEM_JSON
+        assert "Authorization" in response.json()["detail"]
+
+
+def test_exp_must_be_a_number(client: TestClient) -> None:
+    soon = int((datetime.now(UTC) + timedelta(minutes=10)).timestamp())
+    for exp in (str(soon), f"{soon}.0", [soon], {"at": soon}, True):
+        assert_unauthorized(client.get(PROTECTED, headers=bearer(sign(claims(exp=exp)))))
+    for iat in (str(soon - 600), False):
+        assert_unauthorized(client.get(PROTECTED, headers=bearer(sign(claims(iat=iat)))))
+    # A float exp is a number.
+    assert client.get(PROTECTED, headers=bearer(sign(claims(exp=soon + 0.5)))).status_code == 200
+
+
+def test_a_token_lives_at_most_jwt_max_lifetime(client: TestClient, database_url: str) -> None:
+    now = datetime.now(UTC)
+    for exp in (10**20, 2**53, now + timedelta(days=365), now + timedelta(hours=25)):
+        assert_unauthorized(client.get(PROTECTED, headers=bearer(sign(claims(exp=exp)))))
+    day = bearer(sign(claims(exp=now + timedelta(hours=23))))
+    assert client.get(PROTECTED, headers=day).status_code == 200
+    # JWT_MAX_LIFETIME_S moves the cap.
+    app = create_app(make_settings(database_url, jwt_max_lifetime_s=3600))
+    with TestClient(app) as short:
+        two_hours = bearer(sign(claims(exp=now + timedelta(hours=2))))
+        assert_unauthorized(short.get(PROTECTED, headers=two_hours))
+        assert short.get(PROTECTED, headers=bearer(sign(claims()))).status_code == 200
+    app.state.engine.dispose()
+
+
+def test_the_token_command_refuses_a_lifetime_over_the_cap(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_env.setenv("JWT_SECRET", TEST_SECRET)
+    get_settings.cache_clear()
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["token", "--role", "admin", "--hours", "48"])
+    assert exited.value.code != 0
+    assert capsys.readouterr().out == ""
+    assert run_cli(["token", "--role", "admin", "--hours", "24"], capsys)
+
+
+def test_env_example_copied_to_env_gives_tokens_the_app_accepts(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    # A new user's first steps: `cp .env.example .env`, then a development token.
+    (tmp_path / ".env").write_text((ROOT / ".env.example").read_text())
+    clean_env.delenv("DATABASE_URL")
+    get_settings.cache_clear()
+    settings = get_settings()
+    assert settings.jwt_issuer is None and settings.jwt_audience is None
+    token = run_cli(["token", "--role", "admin"], capsys)
+    assert principal_from_token(HS256Verifier(settings), token).role == "admin"

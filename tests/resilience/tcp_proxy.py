@@ -1,4 +1,8 @@
-"""A TCP forwarder the tests can cut and restore: the database "goes away" and comes back."""
+"""A TCP forwarder the tests can cut and restore: the database "goes away" and comes back.
+
+``stop()`` is a restart (connections reset, new ones refused); ``freeze()`` is a network that
+drops packets: connections stay open and accept data, and nothing comes back until ``thaw()``.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,15 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
+
+    def freeze(self) -> None:
+        """Stop forwarding in both directions without closing anything."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     def start(self) -> None:
         listener = socket.socket()
@@ -26,6 +39,7 @@ class TcpProxy:
 
     def stop(self) -> None:
         """Refuse new connections and cut every open one, as a database restart does."""
+        self._flowing.set()  # frozen pumps wake up and find their sockets closed
         if self._listener is not None:
             # shutdown() wakes the thread blocked in accept(); close() alone would not.
             with contextlib.suppress(OSError):
@@ -58,6 +72,7 @@ class TcpProxy:
     def _pump(self, source: socket.socket, target: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 target.sendall(data)
         except OSError:
             pass
