@@ -16,6 +16,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.types import NO_NUL, PLAIN_NAME
+
 log = logging.getLogger("api.errors")
 
 PROBLEM_JSON = "application/problem+json"
@@ -125,13 +127,17 @@ def problem_response(
 
 def validation_errors(raw: Sequence[Any]) -> list[dict[str, Any]]:
     """Pydantic's errors reduced to loc + msg: never echo the input (it may be patient data)."""
-    return [
-        {
-            "loc": [p for p in e["loc"] if p != "__root__"],
-            "msg": str(e["msg"]).removeprefix("Value error, "),
-        }
-        for e in raw
-    ]
+    return [{"loc": [p for p in e["loc"] if p != "__root__"], "msg": _message(e)} for e in raw]
+
+
+def _message(error: Any) -> str:
+    if error.get("type") == "string_pattern_mismatch":
+        pattern = (error.get("ctx") or {}).get("pattern")
+        if pattern == NO_NUL:
+            return "contains a control character or a bidirectional override"
+        if pattern == PLAIN_NAME:
+            return "contains a control character, line break or bidirectional override"
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 async def _app_error(_: Request, exc: AppError) -> JSONResponse:

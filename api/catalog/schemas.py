@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.rules.definitions import CODE_PATTERN, VITALS, RuleDef
-from api.types import NO_NUL
+from api.types import NO_NUL, PLAIN_NAME
 
 Code = Annotated[str, Field(pattern=CODE_PATTERN, max_length=64)]
 GRADE_KEYS = ("0", "1", "2", "3", "4")
@@ -52,12 +52,12 @@ class SideEffect(_Strict):
 class DrugBody(_Strict):
     """A drug's entry as PUT by an administrator (the code comes from the path)."""
 
-    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
-    brand_names: list[Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL)]] = Field(
-        default_factory=list, max_length=20
+    name: str = Field(min_length=1, max_length=200, pattern=PLAIN_NAME)
+    brand_names: list[Annotated[str, Field(min_length=1, max_length=100, pattern=PLAIN_NAME)]] = (
+        Field(default_factory=list, max_length=20)
     )
     drug_class: Code
-    route: str = Field(min_length=1, max_length=64, pattern=NO_NUL)
+    route: str = Field(min_length=1, max_length=64, pattern=PLAIN_NAME)
     vitals: list[Literal[VITALS]] = Field(default_factory=list)  # type: ignore[valid-type]
     side_effects: list[SideEffect] = Field(default_factory=list, max_length=100)
     rules: list[RuleDef] = Field(default_factory=list, max_length=100)

@@ -6,15 +6,15 @@ from datetime import date, datetime
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from api.rules.definitions import CODE_PATTERN
-from api.types import NO_NUL, TEAM_PATTERN, Day
+from api.types import PLAIN_NAME, TEAM_PATTERN, Day
 
 
 class PatientCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     care_team: str = Field(min_length=1, max_length=64, pattern=TEAM_PATTERN)
-    external_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=NO_NUL)
-    display_name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NO_NUL)
+    external_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=PLAIN_NAME)
+    display_name: str | None = Field(default=None, min_length=1, max_length=200, pattern=PLAIN_NAME)
     baseline_weight_kg: float | None = Field(default=None, ge=2, le=500)
 
 
