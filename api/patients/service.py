@@ -35,7 +35,7 @@ def create_patient(session: Session, principal: Principal, body: PatientCreate) 
         with session.begin_nested():
             session.add(patient)
     except IntegrityError as exc:
-        raise Conflict("A patient with this external_id already exists") from exc
+        raise Conflict("A patient with this external_id already exists in this care team") from exc
     return patient
 
 

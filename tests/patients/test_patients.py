@@ -114,3 +114,31 @@ def test_questionnaire_follows_watch_windows(
         headers=tokens.patient(patient["id"]),
     ).json()
     assert later["symptoms"] == [] and later["vitals"] == []
+
+
+def test_external_id_is_unique_per_care_team_so_no_other_team_is_revealed(
+    client: TestClient, tokens: Tokens
+) -> None:
+    team_a, team_b = tokens.clinician("onc-a", sub="nurse-a"), tokens.clinician("onc-b")
+    first = client.post(
+        "/v1/patients", json={"care_team": "onc-a", "external_id": "MRN-7"}, headers=team_a
+    )
+    assert first.status_code == 201, first.text
+    # Another team registering the same record number learns nothing of team A: a new record.
+    other = client.post(
+        "/v1/patients", json={"care_team": "onc-b", "external_id": "MRN-7"}, headers=team_b
+    )
+    assert other.status_code == 201, other.text
+    assert other.json()["id"] != first.json()["id"]
+    assert client.get(f"/v1/patients/{first.json()['id']}", headers=team_b).status_code == 404
+    # Within a team the id stays unique, and the 409 names only the caller's own team.
+    again = client.post(
+        "/v1/patients", json={"care_team": "onc-b", "external_id": "MRN-7"}, headers=team_b
+    )
+    assert again.status_code == 409
+    assert "this care team" in again.json()["detail"]
+    listed = client.get("/v1/patients", headers=tokens.admin()).json()["items"]
+    assert sorted(p["care_team"] for p in listed if p["external_id"] == "MRN-7") == [
+        "onc-a",
+        "onc-b",
+    ]
