@@ -97,8 +97,14 @@ def _a(s: Scene) -> str:
     return s.patient_a["id"]
 
 
+# No such subscription: the webhook rows check who may ask; tests/notifications the rest.
+NO_WEBHOOK = str(uuid.uuid4())
+
+
 def path_of(row: Row, scene: Scene) -> str:
-    return row.path.format(code="bevacizumab", patient_id=_a(scene), alert_id=scene.alert_id)
+    return row.path.format(
+        code="bevacizumab", patient_id=_a(scene), alert_id=scene.alert_id, webhook_id=NO_WEBHOOK
+    )
 
 
 ANY_ROLE = (401, 200, 200, 200, 200, 200)
@@ -169,6 +175,25 @@ MATRIX: tuple[Row, ...] = (
         fresh=True,
     ),
     Row("GET", "/v1/alerts/{alert_id}/events", STAFF_ON_ALERT),
+    # The live feed never ends when it answers 200: a bad Last-Event-ID (422) shows who gets
+    # past the role check; tests/notifications/test_stream.py streams.
+    Row(
+        "GET",
+        "/v1/alerts/stream",
+        (401, 403, 403, 422, 422, 422),
+        lambda s: {"headers": {"Last-Event-ID": "not-an-id"}},
+    ),
+    # webhooks
+    Row(
+        "POST",
+        "/v1/webhooks",
+        (401, 403, 403, 403, 403, 201),
+        lambda s: {"json": {"url": "https://example.org/hook", "events": ["alert.raised"]}},
+    ),
+    Row("GET", "/v1/webhooks", ADMIN_ONLY),
+    Row("GET", "/v1/webhooks/{webhook_id}", (401, 403, 403, 403, 403, 404)),
+    Row("DELETE", "/v1/webhooks/{webhook_id}", (401, 403, 403, 403, 403, 404)),
+    Row("GET", "/v1/webhooks/{webhook_id}/deliveries", (401, 403, 403, 403, 403, 404)),
     # rules
     Row(
         "POST",
@@ -244,11 +269,12 @@ def test_access_matrix(fresh_client: TestClient, tokens: Tokens) -> None:
     for row in MATRIX:
         for caller, expected in zip(CALLERS, row.expected, strict=True):
             scene = build_scene(fresh_client, tokens) if row.fresh else shared
+            extra = row.request(scene)
             response = fresh_client.request(
                 row.method,
                 path_of(row, scene),
-                headers=scene.headers[caller],
-                **row.request(scene),
+                headers={**scene.headers[caller], **extra.pop("headers", {})},
+                **extra,
             )
             problem = check_cell(response, expected)
             if problem:
