@@ -171,29 +171,34 @@ def replace_side_effects(session: Session, code: str, effects: Iterable[SideEffe
     )
 
 
-def put_drug(session: Session, code: str, body: DrugBody) -> tuple[DrugDetail, bool]:
-    """Create or replace a drug with its side effects and its own rules, validated as a whole."""
+def check_drug(
+    session: Session, code: str, body: DrugBody, loc: tuple[str, ...] = ("body",)
+) -> list[RuleDef]:
+    """Validate a drug's entry against the catalog as a whole; its rules, owned by ``code``.
+
+    Raises ``Invalid`` with every problem, each located under ``loc``.
+    """
     rules = [r if r.drug == code else r.model_copy(update={"drug": code}) for r in body.rules]
     errors: list[dict[str, Any]] = []
     for i, r in enumerate(body.rules):
         if r.drug not in (None, code):
-            errors.append({"loc": ["body", "rules", i, "drug"], "msg": f"must be '{code}'"})
+            errors.append({"loc": [*loc, "rules", i, "drug"], "msg": f"must be '{code}'"})
         if r.scope.drugs or r.scope.drug_classes:
             errors.append(
-                {"loc": ["body", "rules", i, "scope"], "msg": "a drug's rule takes no scope"}
+                {"loc": [*loc, "rules", i, "scope"], "msg": "a drug's rule takes no scope"}
             )
     symptom_codes = set(session.scalars(select(Symptom.code)))
     drug_codes = set(session.scalars(select(Drug.code))) | {code}
     seen: set[str] = set()
     for i, effect in enumerate(body.side_effects):
-        loc = ["body", "side_effects", i, "symptom_code"]
+        where = [*loc, "side_effects", i, "symptom_code"]
         if effect.symptom_code not in symptom_codes:
-            errors.append({"loc": loc, "msg": f"unknown symptom '{effect.symptom_code}'"})
+            errors.append({"loc": where, "msg": f"unknown symptom '{effect.symptom_code}'"})
         if effect.symptom_code in seen:
-            errors.append({"loc": loc, "msg": f"'{effect.symptom_code}' is listed twice"})
+            errors.append({"loc": where, "msg": f"'{effect.symptom_code}' is listed twice"})
         seen.add(effect.symptom_code)
     for problem in rule_problems(rules, symptom_codes, drug_codes):
-        errors.append({"loc": ["body", "rules"], "msg": problem})
+        errors.append({"loc": [*loc, "rules"], "msg": problem})
     owners = dict(
         session.execute(
             select(Rule.id, Rule.drug_code).where(Rule.id.in_([r.id for r in rules]))
@@ -202,11 +207,16 @@ def put_drug(session: Session, code: str, body: DrugBody) -> tuple[DrugDetail, b
     for i, r in enumerate(rules):
         if r.id in owners and owners[r.id] != code:
             errors.append(
-                {"loc": ["body", "rules", i, "id"], "msg": f"rule '{r.id}' belongs elsewhere"}
+                {"loc": [*loc, "rules", i, "id"], "msg": f"rule '{r.id}' belongs elsewhere"}
             )
     if errors:
         raise Invalid(errors)
+    return rules
 
+
+def put_drug(session: Session, code: str, body: DrugBody) -> tuple[DrugDetail, bool]:
+    """Create or replace a drug with its side effects and its own rules, validated as a whole."""
+    rules = check_drug(session, code, body)
     drug = session.get(Drug, code)
     created = drug is None
     fields = body.model_dump(include={"name", "brand_names", "drug_class", "route", "vitals"})

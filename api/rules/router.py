@@ -1,24 +1,29 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import case, func, select
 
 from api.alerts.models import Alert
+from api.catalog.schemas import Code, DrugBody
 from api.catalog.service import evaluation_catalog
-from api.db import SessionDep
+from api.db import WRITE_INTENT, SessionDep, read_only
 from api.errors import PROBLEM_RESPONSES, Invalid
 from api.reports.schemas import MAX_BATCH, Advice, ReportBody, SymptomEntry, Vitals
 from api.rules import engine
+from api.rules.backtest import MAX_LISTED
+from api.rules.backtest import backtest as run_backtest
 from api.rules.context import History
 from api.rules.definitions import CODE_PATTERN
-from api.security import Staff
+from api.security import Admin, Staff
 from api.types import NO_NUL, Timestamp
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"], responses=PROBLEM_RESPONSES)
+MAX_WINDOW = timedelta(days=366)
 
 
 class DryRunReport(ReportBody):
@@ -116,6 +121,62 @@ def evaluate(body: EvaluateBody, _: Staff, session: SessionDep) -> EvaluateResul
         alerts=result.findings,
         advice=Advice(severity=advice.severity, message=advice.message) if advice else None,
     )
+
+
+class BacktestDrug(DrugBody):
+    """A drug's entry as ``PUT /v1/drugs/{code}`` takes it, with its code."""
+
+    code: Code
+
+
+class BacktestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    drug: BacktestDrug
+    since: Timestamp
+    until: Timestamp
+
+
+class Tally(BaseModel):
+    by_rule: dict[str, int] = Field(description="Findings per rule id (one per report and rule).")
+    by_severity: dict[str, int]
+
+
+class ChangedFinding(BaseModel):
+    report_id: uuid.UUID
+    rule_id: str
+    severity: str
+    from_severity: str | None = None
+
+
+class BacktestResult(BaseModel):
+    reports: int = Field(description="Stored reports replayed (recorded in [since, until)).")
+    patients: int
+    current: Tally
+    proposed: Tally
+    newly_flagged: list[ChangedFinding]
+    no_longer_flagged: list[ChangedFinding]
+    severity_changed: list[ChangedFinding]
+    changed_counts: dict[str, int] = Field(
+        description=f"Totals of the three lists; each list stops at {MAX_LISTED} entries."
+    )
+
+
+@router.post("/backtest")
+async def backtest(body: BacktestBody, _: Admin, request: Request) -> BacktestResult:
+    """Replay the stored reports of a window through the current rules and through a proposed
+    drug entry, without storing anything: which findings the change would add or remove."""
+    if body.until <= body.since:
+        raise Invalid([{"loc": ["body", "until"], "msg": "must be after since"}])
+    if body.until - body.since > MAX_WINDOW:
+        raise Invalid(
+            [{"loc": ["body", "until"], "msg": f"the window is at most {MAX_WINDOW.days} days"}]
+        )
+    entry = DrugBody.model_validate(body.drug.model_dump(exclude={"code"}, by_alias=True))
+    # A read, although it is a POST: on SQLite it must not hold the write lock while it replays.
+    WRITE_INTENT.set(False)
+    result = await read_only(request, run_backtest, body.drug.code, entry, body.since, body.until)
+    return BacktestResult.model_validate(result)
 
 
 @router.get("/performance")
