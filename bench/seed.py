@@ -15,6 +15,7 @@ so memory stays bounded at 1M reports.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import time
@@ -219,11 +220,16 @@ def generate(
             PatientInfo(_uuid(rng), TEAMS[i % len(TEAMS)], drugs, codes, serious, vitals, weight, n)
         )
 
+    event_ids = itertools.count(1)
+
     def chunks() -> Iterator[dict[str, list[dict[str, Any]]]]:
         for start in range(0, len(patients), CHUNK_PATIENTS):
             rows: dict[str, list[dict[str, Any]]] = {name: [] for name in TABLE_ORDER}
             for p in patients[start : start + CHUNK_PATIENTS]:
                 _patient_rows(p, catalog, now, rng, rows)
+            # Alert event ids are increasing integers (api/alerts/events.py).
+            for row in rows["alert_events"]:
+                row["id"] = next(event_ids)
             yield rows
 
     return patients, chunks()
@@ -406,7 +412,7 @@ def _patient_rows(
         for at, action, actor, frm, to, report_id, sev in events:
             rows["alert_events"].append(
                 {
-                    "id": _uuid(rng),
+                    "id": _uuid(rng),  # replaced in chunks(); drawn to keep the data as before
                     "alert_id": aid,
                     "at": at,
                     "action": action,
@@ -551,6 +557,11 @@ def load_postgres(url: str, chunks: Iterator[dict[str, list[dict[str, Any]]]]) -
                 counts[name] += len(rows)
         for _, definition in indexes:
             conn.execute(definition)
+        # COPY gave the ids: the identity goes on after them.
+        conn.execute(
+            "SELECT setval(pg_get_serial_sequence('alert_events', 'id'), "
+            "(SELECT coalesce(max(id), 0) + 1 FROM alert_events), false)"
+        )
         conn.commit()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
