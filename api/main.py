@@ -7,18 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
-from pydantic import ValidationError
-from sqlalchemy import Engine, text
-
 from api import errors, pgconn
 from api.alerts.router import router as alerts_router
 from api.alerts.stream import EventHub
 from api.audit.router import router as audit_router
 from api.catalog.router import router as catalog_router
 from api.db import AsyncSessions, Sessions, make_async_engine, make_engine
+from api.fhir.router import router as fhir_router
 from api.middleware import (
     BodyLimitMiddleware,
     HeaderGuardMiddleware,
@@ -32,6 +27,11 @@ from api.reports.router import router as reports_router
 from api.rules.router import router as rules_router
 from api.security import HS256Verifier
 from api.settings import Settings, get_settings
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy import Engine, text
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -132,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhooks_router,
         rules_router,
         audit_router,
+        fhir_router,
     ):
         app.include_router(router)
     return app

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from api.db import SessionDep
+from api.errors import PROBLEM_RESPONSES
+from api.fhir import service
+from api.security import ScopedPatient, Staff
+from api.types import Timestamp
+
+router = APIRouter(prefix="/v1/patients", tags=["interoperability"], responses=PROBLEM_RESPONSES)
+
+FHIR_JSON = "application/fhir+json"
+
+
+@router.get(
+    "/{patient_id}/fhir",
+    response_class=JSONResponse,
+    responses={200: {"content": {FHIR_JSON: {}}, "description": "A FHIR R4 Bundle"}},
+)
+def export_fhir(
+    _: Staff,
+    patient: ScopedPatient,
+    session: SessionDep,
+    since: Annotated[
+        Timestamp | None, Query(description="Only what was stored or changed at or after this")
+    ] = None,
+) -> JSONResponse:
+    """The patient's record as a FHIR R4 Bundle (collection) for the hospital's EHR."""
+    bundle = service.export(session, patient, since)
+    return JSONResponse(bundle, media_type=FHIR_JSON)
