@@ -7,6 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy import Engine, text
+
 from api import errors, pgconn
 from api.alerts.router import router as alerts_router
 from api.alerts.stream import EventHub
@@ -27,11 +33,6 @@ from api.reports.router import router as reports_router
 from api.rules.router import router as rules_router
 from api.security import HS256Verifier
 from api.settings import Settings, get_settings
-from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
-from pydantic import ValidationError
-from sqlalchemy import Engine, text
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
