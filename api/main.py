@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy import Engine, text
 
-from api import errors, pgconn
+from api import errors, openapi, pgconn
 from api.alerts.router import router as alerts_router
 from api.alerts.stream import EventHub
 from api.audit.router import router as audit_router
@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         fhir_router,
     ):
         app.include_router(router)
+    openapi.install(app)
     return app
 
 
