@@ -31,10 +31,12 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, make_url, select
 from sqlalchemy.orm import Session
+from sse_starlette import ServerSentEvent
 
 from api.alerts.events import CHANNEL
 from api.alerts.models import Alert, AlertEvent
 from api.alerts.schemas import AlertRead
+from api.db import WRITE_INTENT
 
 log = logging.getLogger("api.stream")
 T = TypeVar("T")
@@ -53,8 +55,8 @@ _with_alert = select(events.c.id.label("event_id"), events.c.action, alerts).joi
 class FeedEvent:
     id: int
     team: str
-    type: str
-    data: str
+    # The whole SSE message, encoded once for every stream that sends it.
+    message: bytes
 
 
 def read_events(session: Session, after: int, teams: frozenset[str] | None) -> list[FeedEvent]:
@@ -65,9 +67,10 @@ def read_events(session: Session, after: int, teams: frozenset[str] | None) -> l
     out = []
     for row in session.connection().execute(query).mappings():
         alert = AlertRead.model_validate(dict(row))
-        out.append(
-            FeedEvent(row["event_id"], row["care_team"], f"alert.{row['action']}", _json(alert))
-        )
+        message = ServerSentEvent(
+            id=str(row["event_id"]), event=f"alert.{row['action']}", data=_json(alert)
+        ).encode()
+        out.append(FeedEvent(row["event_id"], row["care_team"], message))
     return out
 
 
@@ -85,6 +88,9 @@ async def run_read(app: FastAPI, work: Callable[..., T], *args: Any) -> T:
     if sessions is None:
 
         def in_thread() -> T:
+            # A read: on SQLite a deferred BEGIN, beside the writer rather than queued behind it
+            # (this runs outside any request, where the write default would apply).
+            WRITE_INTENT.set(False)
             with app.state.sessions.read() as session:
                 return work(session, *args)
 
@@ -188,7 +194,7 @@ class EventHub:
 
 async def feed(
     hub: EventHub, teams: frozenset[str] | None, last_event_id: int | None
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[bytes]:
     """The stream's events: what was missed (from the database), then live ones."""
     await hub.start()
     after = hub.latest if last_event_id is None else last_event_id
@@ -203,6 +209,6 @@ async def feed(
         for event in kept:
             after = event.id
             if teams is None or event.team in teams:
-                yield {"id": str(event.id), "event": event.type, "data": event.data}
+                yield event.message
         # Wakes on new events; sse-starlette sends the heartbeat comments meanwhile.
         await hub.wait(after, 60.0)
