@@ -20,6 +20,7 @@ from api.audit.router import router as audit_router
 from api.catalog.router import router as catalog_router
 from api.db import AsyncSessions, Sessions, make_async_engine, make_engine
 from api.fhir.router import router as fhir_router
+from api.identity import token_verifier
 from api.middleware import (
     BodyLimitMiddleware,
     HeaderGuardMiddleware,
@@ -31,7 +32,6 @@ from api.notifications.worker import JobLoop
 from api.patients.router import router as patients_router
 from api.reports.router import router as reports_router
 from api.rules.router import router as rules_router
-from api.security import HS256Verifier
 from api.settings import Settings, get_settings
 
 
@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = Sessions(engine)
-    app.state.token_verifier = HS256Verifier(settings)
+    app.state.token_verifier = token_verifier(settings)
 
     errors.install(app)
     # Outermost last: request id and log, CORS, header caps, rate limit, body cap.

@@ -50,6 +50,14 @@ class Settings(DatabaseSettings):
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
     jwt_max_lifetime_s: int = Field(default=86_400, ge=60)
+    # An identity provider's keys (api/identity.py): RS256/ES256 tokens; HS256 only if a
+    # JWT_SECRET is set as well.
+    jwt_jwks_url: str | None = None
+    jwt_jwks_cache_s: float = Field(default=300.0, gt=0)
+    jwt_jwks_refetch_s: float = Field(default=30.0, ge=0)
+    jwt_role_claim: str = Field(default="role", min_length=1, max_length=200)
+    jwt_teams_claim: str = Field(default="teams", min_length=1, max_length=200)
+    jwt_patient_claim: str = Field(default="patient_id", min_length=1, max_length=200)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_header_bytes: int = Field(default=16 * 1024, ge=4096, le=1024 * 1024)
     header_timeout_s: float = Field(default=10.0, gt=0, le=300)
@@ -71,7 +79,7 @@ class Settings(DatabaseSettings):
     stream_heartbeat_s: float = Field(default=15.0, gt=0)
     stream_poll_s: float = Field(default=1.0, gt=0, le=60)
 
-    @field_validator("jwt_issuer", "jwt_audience", "redis_url", mode="before")
+    @field_validator("jwt_issuer", "jwt_audience", "jwt_jwks_url", "redis_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # `JWT_ISSUER=` as copied from .env.example means "not set", not "an empty issuer".
@@ -81,6 +89,8 @@ class Settings(DatabaseSettings):
     def _secret_outside_development(self) -> Settings:
         if self.app_env == "production":
             secret = self.jwt_secret.get_secret_value()
+            if self.jwt_jwks_url and not secret:
+                return self  # the identity provider's tokens only
             if secret in _PLACEHOLDERS or len(secret.encode()) < 32:
                 raise ValueError(
                     "JWT_SECRET must be set to a random value of at least 32 bytes in production"
