@@ -156,6 +156,8 @@ MATRIX: tuple[Row, ...] = (
         lambda s: {"json": {"reports": [new_report()]}},
     ),
     Row("GET", "/v1/patients/{patient_id}/reports", PATIENT_SCOPE),
+    # interoperability: the EHR export is for staff, within the patient record's scope
+    Row("GET", "/v1/patients/{patient_id}/fhir", (401, 403, 403, 200, 404, 200)),
     # alerts
     Row("GET", "/v1/alerts", STAFF_LIST),
     Row("GET", "/v1/alerts/summary", STAFF_LIST),
@@ -204,6 +206,18 @@ MATRIX: tuple[Row, ...] = (
         },
     ),
     Row("GET", "/v1/rules/performance", STAFF_LIST),
+    Row(
+        "POST",
+        "/v1/rules/backtest",
+        ADMIN_ONLY,
+        lambda s: {
+            "json": {
+                "drug": {"code": "bevacizumab", **s.drug_body},
+                "since": (datetime.now(UTC) - timedelta(days=30)).isoformat(),
+                "until": datetime.now(UTC).isoformat(),
+            }
+        },
+    ),
     # audit
     Row("GET", "/v1/audit", ADMIN_ONLY),
 )
