@@ -78,6 +78,7 @@ class Settings(DatabaseSettings):
     webhook_retry_for_s: float = Field(default=25 * 3600.0, gt=0)
     stream_heartbeat_s: float = Field(default=15.0, gt=0)
     stream_poll_s: float = Field(default=1.0, gt=0, le=60)
+    stream_max_s: float = Field(default=3600.0, gt=0)
 
     @field_validator("jwt_issuer", "jwt_audience", "jwt_jwks_url", "redis_url", mode="before")
     @classmethod

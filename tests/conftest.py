@@ -64,6 +64,8 @@ def make_settings(url: str, **overrides: Any) -> Settings:
         "jwt_secret": TEST_SECRET,
         # The job loop runs where a test asks for it (tests/notifications), not under every test.
         "worker_mode": "off",
+        # A live feed opened through the TestClient (the fuzzer's) ends instead of running on.
+        "stream_max_s": 1.0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

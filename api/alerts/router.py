@@ -159,9 +159,10 @@ async def stream(
             raise Invalid([{"loc": ["header", "last-event-id"], "msg": "not an event id"}])
         after = int(last_event_id)
     hub: EventHub = request.app.state.event_hub
+    settings = request.app.state.settings
     return EventSourceResponse(
-        feed(hub, principal.team_filter(), after),
-        ping=request.app.state.settings.stream_heartbeat_s,
+        feed(hub, principal.team_filter(), after, settings.stream_max_s),
+        ping=settings.stream_heartbeat_s,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -193,12 +194,15 @@ class EventHub:
 
 
 async def feed(
-    hub: EventHub, teams: frozenset[str] | None, last_event_id: int | None
+    hub: EventHub, teams: frozenset[str] | None, last_event_id: int | None, max_s: float
 ) -> AsyncIterator[bytes]:
-    """The stream's events: what was missed (from the database), then live ones."""
+    """The stream's events: what was missed (from the database), then live ones, for at most
+    ``max_s`` seconds: a client reconnects with Last-Event-ID and loses nothing, and a stream
+    never outlives the token it was opened with by more than that."""
     await hub.start()
     after = hub.latest if last_event_id is None else last_event_id
-    while True:
+    ends = time.monotonic() + max_s
+    while (left := ends - time.monotonic()) > 0:
         kept = hub.since(after)
         if kept is None:
             # Behind what the hub keeps (a reconnect after a while): read from the database.
@@ -211,4 +215,4 @@ async def feed(
             if teams is None or event.team in teams:
                 yield event.message
         # Wakes on new events; sse-starlette sends the heartbeat comments meanwhile.
-        await hub.wait(after, 60.0)
+        await hub.wait(after, min(left, 60.0))

@@ -120,3 +120,17 @@ def test_who_may_stream(world: World, tokens: Tokens, client: TestClient) -> Non
     )
     assert response.status_code == 422
     assert ["header", "last-event-id"] in [e["loc"] for e in response.json()["errors"]]
+
+
+def test_a_stream_ends_after_stream_max_s(world: World, tokens: Tokens, client: TestClient) -> None:
+    # The test app's STREAM_MAX_S is 1 s (tests/conftest.py): the answer ends, the client would
+    # reconnect with Last-Event-ID.
+    patient = world.patient("onc-a")
+    world.report(patient["id"], vitals=DANGER)
+    started = time.monotonic()
+    response = client.get("/v1/alerts/stream", headers={**tokens.admin(), "Last-Event-ID": "0"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert 0.9 < time.monotonic() - started < 10
+    events = [line for line in response.text.splitlines() if line.startswith("event: ")]
+    assert "event: alert.raised" in events  # replayed from event 0
