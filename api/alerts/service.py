@@ -173,8 +173,11 @@ def alerts_of_report(session: Session, report_id: uuid.UUID) -> list[Alert]:
     return list(
         session.scalars(
             select(Alert)
-            .join(AlertEvent, AlertEvent.alert_id == Alert.id)
-            .where(AlertEvent.report_id == report_id)
+            # A subquery, not a join: one report can write two events of one alert (a
+            # re-trigger that also raised the severity), and the alert must come once.
+            .where(
+                Alert.id.in_(select(AlertEvent.alert_id).where(AlertEvent.report_id == report_id))
+            )
             .order_by(Alert.triage_rank, Alert.rule_id)
         )
     )

@@ -267,3 +267,20 @@ def test_batch_reports_fold_into_one_episode_and_duplicates_add_nothing(
     assert [r["status"] for r in again.json()["results"]] == ["duplicate"] * 3
     alerts = list_all(client, tokens.admin(), patient_id=patient["id"])
     assert [(a["rule_id"], a["occurrences"]) for a in alerts] == [("cls-hypotension", 3)]
+
+
+def test_replaying_a_report_that_raised_the_severity_lists_its_alert_once(
+    world: World, client: TestClient, tokens: Tokens
+) -> None:
+    # That report wrote two events of the alert (retriggered, severity_raised).
+    patient = world.patient("onc-a")
+    world.report(patient["id"], vitals={"spo2": 91})
+    body = report_body(vitals={"spo2": 88})
+    url = f"/v1/patients/{patient['id']}/reports"
+    first = client.post(url, json=body, headers=tokens.patient(patient["id"]))
+    assert first.status_code == 201, first.text
+    again = client.post(url, json=body, headers=tokens.patient(patient["id"]))
+    assert again.status_code == 200, again.text
+    ids = [a["id"] for a in again.json()["alerts"]]
+    assert len(ids) == len(set(ids))
+    assert sorted(ids) == sorted(a["id"] for a in first.json()["alerts"])
