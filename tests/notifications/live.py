@@ -133,6 +133,7 @@ class Receiver:
     port: int = field(default_factory=free_port)
     answers: list[int] = field(default_factory=list)
     received: list[Delivery] = field(default_factory=list)
+    delay: float = 0.0  # seconds before each answer
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -149,6 +150,7 @@ class Receiver:
                     Delivery({k.lower(): v for k, v in self.headers.items()}, body)
                 )
                 status = receiver.answers.pop(0) if receiver.answers else 204
+                time.sleep(receiver.delay)
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()

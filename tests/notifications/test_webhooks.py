@@ -12,9 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 from standardwebhooks import Webhook as Verifier
 
+from api.notifications.models import WebhookDelivery
 from tests.conftest import Tokens, World, create_app, make_settings
 from tests.notifications.live import Receiver, uvicorn, wait_for, worker
 
@@ -269,3 +272,32 @@ def test_two_servers_and_two_workers_deliver_each_event_once(
     finally:
         receiver.stop()
     assert sorted(int(i) for i in receiver.ids()) == raised
+
+
+def test_a_stopping_worker_finishes_its_sends_and_holds_no_lease(
+    app: FastAPI,
+    world: World,
+    client: TestClient,
+    tokens: Tokens,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    receiver = Receiver(delay=1.5)  # slow: the stop request comes while the send is in flight
+    receiver.start()
+    try:
+        with worker(database_url, tmp_path) as process:
+            hook = subscribe(client, tokens, receiver.url)
+            world.report(world.patient("onc-a")["id"], vitals=DANGER)
+            wait_for(lambda: receiver.received, 5, "a send in flight")
+            process.terminate()  # SIGTERM; the block's end checks it exits with 0
+            process.wait(timeout=30)
+    finally:
+        receiver.stop()
+    log = deliveries(client, tokens, hook["id"])
+    assert [(d["attempt"], d["status_code"], d["outcome"]) for d in log] == [
+        (1, 204, "delivered")
+    ] * len(log)
+    assert {str(d["event_id"]) for d in log} == set(receiver.ids())
+    with app.state.engine.connect() as conn:
+        leased = conn.scalar(select(func.count()).where(WebhookDelivery.leased_by.is_not(None)))
+    assert leased == 0
