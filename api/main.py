@@ -18,6 +18,7 @@ from api.alerts.router import router as alerts_router
 from api.alerts.stream import EventHub
 from api.audit.router import router as audit_router
 from api.catalog.router import router as catalog_router
+from api.dashboard.router import dashboard
 from api.db import AsyncSessions, Sessions, make_async_engine, make_engine
 from api.fhir.router import router as fhir_router
 from api.identity import token_verifier
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         fhir_router,
     ):
         app.include_router(router)
+    app.mount("/dashboard", dashboard, name="dashboard")
     openapi.install(app)
     return app
 
