@@ -53,6 +53,8 @@ class Browsing:
 
     base: str
     page: Page
+    # Origins besides the service's that this tab may reach (a test's identity provider).
+    allowed: tuple[str, ...] = ()
     requests: list[Request] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
 
@@ -78,10 +80,10 @@ def tab(browser: Browser, server: str) -> Iterator[Callable[..., Browsing]]:
     contexts = []
     tabs: list[Browsing] = []
 
-    def new(width: int = 1280, height: int = 800) -> Browsing:
+    def new(width: int = 1280, height: int = 800, allowed: tuple[str, ...] = ()) -> Browsing:
         context = browser.new_context(viewport={"width": width, "height": height})
         contexts.append(context)
-        browsing = Browsing(server, context.new_page())
+        browsing = Browsing(server, context.new_page(), allowed)
         context.on("request", lambda r: browsing.requests.append(r))
         browsing.page.on(
             "console",
@@ -96,7 +98,8 @@ def tab(browser: Browser, server: str) -> Iterator[Callable[..., Browsing]]:
         context.close()
     for browsing in tabs:
         # The page loads nothing from outside the service, and the policy refused nothing.
-        outside = [r.url for r in browsing.requests if not r.url.startswith(server + "/")]
+        ours = (server + "/", *(origin + "/" for origin in browsing.allowed))
+        outside = [r.url for r in browsing.requests if not r.url.startswith(ours)]
         assert outside == [], f"requests outside the service: {outside}"
         refused = [e for e in browsing.console_errors if "Content Security Policy" in e]
         assert refused == [], refused

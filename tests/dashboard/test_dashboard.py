@@ -6,20 +6,24 @@ page are checked in the API afterwards.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from playwright.sync_api import expect
+from playwright.sync_api import Route, expect
 from pydantic import SecretStr
 from sqlalchemy import update
 
+from api.dashboard.router import page_config
 from api.models import Alert
 from tests.conftest import Tokens, World, report_body
 from tests.dashboard.conftest import Browsing, raw
@@ -70,7 +74,7 @@ def one_alert(created: dict[str, Any], severity: str) -> str:
     indirect=True,
 )
 def test_the_worklist_is_in_triage_order_and_new_alerts_appear_within_2_s(
-    app: FastAPI, world: World, tokens: Tokens, server: str, tab: Tab
+    app: FastAPI, world: World, tokens: Tokens, server: str, tab: Tab, shots: Path
 ) -> None:
     nurse = tokens.clinician("onc-a")
     # Emergency; urgent that escalates (open past its 2 s window); urgent acknowledged in time
@@ -146,7 +150,8 @@ def test_the_worklist_is_in_triage_order_and_new_alerts_appear_within_2_s(
     # The emergency is announced: the title flashes (the sound needs no assertion).
     assert int(page.locator("body").get_attribute("data-alarms") or 0) >= 1
     expect(page).to_have_title("EMERGENCY: Low blood pressure on aldesleukin", timeout=2000)
-    print(f"\nnew alert on the page {took:.2f} s after the report was posted")
+    page.screenshot(path=str(shots / "worklist.png"))
+    print(f"\nnew alert on the page {took:.2f} s after the report was posted; {shots}")
 
 
 def test_the_feed_resumes_with_last_event_id_after_a_dropped_connection(
@@ -301,7 +306,6 @@ def test_the_patient_timeline_draws_a_series_per_symptom_and_vital(
     me = tab()
     page = me.open(raw(nurse))
     expect(me.row(weight_alert["id"])).to_be_visible()
-    page.screenshot(path=str(shots / "worklist.png"))
     me.row(weight_alert["id"]).locator("a.alert-link").click()
     assert f"alert={weight_alert['id']}" in page.url
     expect(page.locator("#timeline figure")).to_have_count(8)
@@ -430,3 +434,66 @@ def test_the_page_has_a_strict_policy_and_loads_only_from_the_service(
     me.row_ids()  # the tab fixture then checks every request stayed on the service
     loaded = {r.url.removeprefix(server) for r in me.requests}
     assert {"/dashboard/", "/dashboard/js/main.js", "/dashboard/app.css"} <= loaded
+
+
+# --- sign-in through an identity provider ------------------------------------------------------
+
+IDP = "https://idp.example.org"
+
+
+def test_sign_in_through_an_identity_provider_with_pkce(
+    world: World, tokens: Tokens, server: str, tab: Tab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The authorization code flow with PKCE, the provider played by Playwright's router."""
+    _, alert_id = emergency(world)
+    monkeypatch.setenv("JWT_JWKS_URL", f"{IDP}/jwks")
+    monkeypatch.setenv("OIDC_AUTHORIZATION_URL", f"{IDP}/authorize")
+    monkeypatch.setenv("OIDC_TOKEN_URL", f"{IDP}/token")
+    monkeypatch.setenv("OIDC_CLIENT_ID", "dashboard")
+    page_config.cache_clear()
+    try:
+        policy = httpx.get(f"{server}/dashboard/", timeout=10).headers["content-security-policy"]
+        assert f"connect-src 'self' {IDP}" in policy
+        seen: dict[str, Any] = {}
+        me = tab(allowed=(IDP,))
+
+        def provider(route: Route) -> None:
+            url = urlsplit(route.request.url)
+            if url.path == "/authorize":
+                query = dict(parse_qsl(url.query))
+                seen["authorize"] = query
+                back = f"{query['redirect_uri']}?" + urlencode(
+                    {"code": "the-code", "state": query["state"]}
+                )
+                route.fulfill(status=302, headers={"location": back})
+            elif url.path == "/token":
+                form = dict(parse_qsl(route.request.post_data or ""))
+                seen["token"] = form
+                route.fulfill(
+                    status=200,
+                    headers={"access-control-allow-origin": server},
+                    content_type="application/json",
+                    json={"access_token": raw(tokens.clinician("onc-a")), "token_type": "Bearer"},
+                )
+            else:
+                route.abort()
+
+        me.page.route(f"{IDP}/**", provider)
+        page = me.page
+        page.goto(f"{server}/dashboard/")
+        expect(page.locator("#oidc-signin")).to_be_visible()
+        page.click("#oidc-signin")
+        expect(me.row(alert_id)).to_be_visible()
+        assert "code=" not in page.url and "state=" not in page.url
+
+        authorize, token = seen["authorize"], seen["token"]
+        assert authorize["response_type"] == "code"
+        assert authorize["client_id"] == "dashboard"
+        assert authorize["redirect_uri"] == f"{server}/dashboard/"
+        assert authorize["code_challenge_method"] == "S256"
+        assert token["grant_type"] == "authorization_code" and token["code"] == "the-code"
+        digest = hashlib.sha256(token["code_verifier"].encode()).digest()
+        challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        assert authorize["code_challenge"] == challenge
+    finally:
+        page_config.cache_clear()
