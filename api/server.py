@@ -25,6 +25,7 @@ from api.settings import get_settings
 # Room for the request line (path and query string) on top of the headers' own cap.
 REQUEST_LINE_ROOM = 8 * 1024
 REASON_431 = b"Request Header Fields Too Large"
+DEFAULT_HEAD_CAP = 16 * 1024  # h11's own default
 
 
 class BoundedH11Protocol(H11Protocol):
@@ -33,6 +34,7 @@ class BoundedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timeout = get_settings().header_timeout_s
+        self._head_cap = self.config.h11_max_incomplete_event_size or DEFAULT_HEAD_CAP
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -52,7 +54,7 @@ class BoundedH11Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         pending, _ = self.conn.trailing_data
-        if len(pending) <= self.conn._max_incomplete_event_size:
+        if len(pending) <= self._head_cap:
             super().send_400_response(msg)
             return
         self._disarm()
