@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy import Engine, text
 
-from api import errors, openapi, pgconn
+from api import errors, metrics, openapi, pgconn
 from api.alerts.router import router as alerts_router
 from api.alerts.stream import EventHub
 from api.audit.router import router as audit_router
@@ -139,6 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.mount("/dashboard", dashboard, name="dashboard")
     openapi.install(app)
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    metrics.install(app, token)
     return app
 
 

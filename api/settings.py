@@ -58,6 +58,8 @@ class Settings(DatabaseSettings):
     jwt_role_claim: str = Field(default="role", min_length=1, max_length=200)
     jwt_teams_claim: str = Field(default="teams", min_length=1, max_length=200)
     jwt_patient_claim: str = Field(default="patient_id", min_length=1, max_length=200)
+    # GET /metrics asks for this bearer token when set (Prometheus' `authorization` config).
+    metrics_token: SecretStr | None = None
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_header_bytes: int = Field(default=16 * 1024, ge=4096, le=1024 * 1024)
     header_timeout_s: float = Field(default=10.0, gt=0, le=300)

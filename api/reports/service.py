@@ -28,6 +28,7 @@ from api.alerts.service import alerts_of_report, raise_alerts
 from api.catalog.service import EvaluationCatalog, catalog_revision, evaluation_catalog
 from api.db import utcnow
 from api.errors import Conflict, Invalid, NotFound, validation_errors
+from api.metrics import count_stored
 from api.patients.models import Patient, Therapy
 from api.reports.models import Report, ReportSymptom
 from api.reports.schemas import (
@@ -191,6 +192,7 @@ def submit(
     _check_codes(body, catalog)
     _check_date(body, patient)
     [outcome] = _store_new(session.connection(), patient, catalog, [(uuid.uuid4(), body, digest)])
+    count_stored(1, outcome.alerts)
     return ReportCreated(
         **_report_fields(patient["id"], outcome),
         alerts=[AlertRead.model_validate(a) for a in outcome.alerts],
@@ -251,6 +253,7 @@ def submit_batch(
         fresh.append((report_id, body, digest))
         results[i] = BatchResult(client_report_id=str(key), status="created", report_id=report_id)
     outcomes = _store_new(session.connection(), patient, catalog, fresh)
+    count_stored(len(outcomes), (alert for o in outcomes for alert in o.alerts))
     return [r for r in results if r is not None], outcomes
 
 

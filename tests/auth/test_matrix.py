@@ -120,6 +120,7 @@ STAFF_LIST = (401, 403, 403, 200, 200, 200)
 MATRIX: tuple[Row, ...] = (
     Row("GET", "/healthz", PUBLIC),
     Row("GET", "/readyz", PUBLIC),
+    Row("GET", "/metrics", PUBLIC),  # METRICS_TOKEN unset; tests/foundation/test_metrics.py
     # catalog
     Row("GET", "/v1/symptoms", ANY_ROLE),
     Row("GET", "/v1/drugs", ANY_ROLE),

@@ -1,0 +1,192 @@
+"""Prometheus metrics at ``GET /metrics``.
+
+Counters and histograms live in each process; with several uvicorn workers set
+``PROMETHEUS_MULTIPROC_DIR`` to an empty directory (the same for every worker, emptied before
+the service starts) and any worker answers for all of them (prometheus_client's multiprocess
+mode). What the database knows — open, overdue and escalated alerts, webhook deliveries — is
+read from it at scrape time, so every worker gives the same figures. Labels carry route
+templates, rule ids and severities, never a patient id.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, func, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.alerts.models import OPEN_STATUSES, Alert
+from api.errors import Unauthorized
+from api.notifications.models import WebhookAttempt
+
+PREFIX = "symptoms"
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+REQUESTS = Counter(
+    f"{PREFIX}_http_requests", "HTTP requests answered", ("method", "route", "status")
+)
+LATENCY = Histogram(
+    f"{PREFIX}_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ("method", "route"),
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+REPORTS = Counter(f"{PREFIX}_reports_stored", "Symptom reports stored")
+ALERTS_RAISED = Counter(
+    f"{PREFIX}_alerts_raised", "Alerts raised (new episodes)", ("severity", "rule")
+)
+POOL_CHECKED_OUT = Gauge(
+    f"{PREFIX}_db_pool_checked_out",
+    "Database connections in use",
+    multiprocess_mode="livesum",
+)
+POOL_SIZE = Gauge(
+    f"{PREFIX}_db_pool_size", "Database connections kept open", multiprocess_mode="livesum"
+)
+
+
+def count_stored(reports: int, alerts: Iterable[dict[str, Any]]) -> None:
+    """Reports stored by one request and the alerts they raised (not re-triggered)."""
+    REPORTS.inc(reports)
+    for alert in alerts:
+        if alert.get("occurrences") == 1:
+            ALERTS_RAISED.labels(alert["severity"], alert["rule_id"]).inc()
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by its route template."""
+
+    def __init__(self, app: ASGIApp, engine: Engine) -> None:
+        self.app = app
+        self.engine = engine
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            REQUESTS.labels(scope["method"], route, str(status)).inc()
+            LATENCY.labels(scope["method"], route).observe(time.perf_counter() - start)
+            pool = self.engine.pool
+            if hasattr(pool, "checkedout"):
+                POOL_CHECKED_OUT.set(pool.checkedout())
+                POOL_SIZE.set(pool.size())
+
+
+class _DatabaseCollector(Collector):
+    """What the database says, read at scrape time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterable[Any]:
+        open_alerts = GaugeMetricFamily(
+            f"{PREFIX}_alerts_open",
+            "Alerts open or acknowledged",
+            labels=("severity", "status"),
+        )
+        overdue = GaugeMetricFamily(
+            f"{PREFIX}_alerts_overdue", "Open or acknowledged alerts past follow_up_due_at"
+        )
+        escalated = CounterMetricFamily(
+            f"{PREFIX}_alerts_escalated", "Alerts escalated (nobody acknowledged in time)"
+        )
+        now = datetime.now(UTC)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Alert.severity, Alert.status, func.count())
+                .where(Alert.status.in_(OPEN_STATUSES))
+                .group_by(Alert.severity, Alert.status)
+            ).all()
+            late = conn.scalar(
+                select(func.count()).where(
+                    Alert.status.in_(OPEN_STATUSES), Alert.follow_up_due_at < now
+                )
+            )
+            escalated_count = conn.scalar(
+                select(func.count()).where(Alert.escalated_at.is_not(None))
+            )
+            deliveries = _deliveries(conn)
+        for severity, status, n in rows:
+            open_alerts.add_metric([severity, status], n)
+        overdue.add_metric([], late or 0)
+        escalated.add_metric([], escalated_count or 0)
+        yield open_alerts
+        yield overdue
+        yield escalated
+        yield deliveries
+
+
+def _deliveries(conn: Any) -> CounterMetricFamily:
+    family = CounterMetricFamily(
+        f"{PREFIX}_webhook_deliveries",
+        "Webhook delivery attempts by outcome (delivered, retrying, failed)",
+        labels=("outcome",),
+    )
+    for outcome, n in conn.execute(
+        select(WebhookAttempt.outcome, func.count()).group_by(WebhookAttempt.outcome)
+    ):
+        family.add_metric([outcome], n)
+    return family
+
+
+def exposition(engine: Engine) -> bytes:
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        own = generate_latest(registry)
+    else:
+        own = generate_latest(REGISTRY)
+    database = CollectorRegistry()
+    database.register(_DatabaseCollector(engine))
+    return own + generate_latest(database)
+
+
+def install(app: FastAPI, metrics_token: str | None) -> None:
+    """``GET /metrics`` (bearer ``METRICS_TOKEN`` when set) and the request counters."""
+    engine: Engine = app.state.engine
+    app.add_middleware(MetricsMiddleware, engine=engine)
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    )
+    def metrics(request: Request) -> Response:
+        """Prometheus metrics; a bearer token (METRICS_TOKEN) when one is set."""
+        if metrics_token:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {metrics_token}".encode()):
+                raise Unauthorized("/metrics needs the METRICS_TOKEN bearer token")
+        return Response(exposition(engine), media_type=CONTENT_TYPE_LATEST)
