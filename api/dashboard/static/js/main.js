@@ -35,6 +35,7 @@ const state = {
   patients: new Map(),
   symptoms: null,
   refreshTimer: null,
+  refreshTurn: 0,
   patientTimer: null,
   view: null,
   current: null, // the patient view's {alert, patient}
@@ -317,6 +318,8 @@ async function refreshWorklist({ quiet = false } = {}) {
     state.seen.clear();
     state.listLoaded = false;
   }
+  // Of overlapping refreshes, only the latest one draws.
+  const turn = ++state.refreshTurn;
   const f = filters();
   const params = {};
   if (f.severity) params.severity = f.severity;
@@ -329,6 +332,7 @@ async function refreshWorklist({ quiet = false } = {}) {
     ]);
     const alerts = pages.flatMap((p) => p.items).sort(byTriage);
     await loadPatients(alerts.map((a) => a.patient_id));
+    if (turn !== state.refreshTurn) return;
     state.alerts = alerts;
     renderCounters(summary);
     if (state.listLoaded) {
@@ -779,6 +783,8 @@ async function route() {
       await renderPatient(alertId);
       $("patient-title").focus();
     } catch (error) {
+      state.current = null;
+      $("patient").hidden = true;
       showBanner(
         error instanceof ApiError && error.status === 404
           ? "No such alert in your teams."
