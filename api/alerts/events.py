@@ -40,8 +40,11 @@ CHANNEL = "alert_events"
 _EVENT_LOCK_KEY = 0x616C657274  # "alert"
 
 _insert = insert(AlertEvent.__table__)
-_lock = text(f"SELECT pg_advisory_xact_lock({_EVENT_LOCK_KEY})")
-_notify = text(f"NOTIFY {CHANNEL}")
+# One round trip: the lock, and the notification (queued now, sent at commit, folded into one
+# per transaction).
+_lock_and_notify = text(
+    f"SELECT pg_advisory_xact_lock({_EVENT_LOCK_KEY}), pg_notify('{CHANNEL}', '')"
+)
 
 
 def write_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -49,11 +52,7 @@ def write_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        conn.execute(_lock)
-        conn.execute(_insert, list(rows))
-        # Delivered at commit, after the rows are visible; folded into one per transaction.
-        conn.execute(_notify)
-        return
+        conn.execute(_lock_and_notify)
     conn.execute(_insert, list(rows))
 
 

@@ -105,7 +105,9 @@ def test_last_event_id_replays_exactly_the_missed_events(
         wait_for(lambda: resumed.comments >= 2, 3, "heartbeats after the replay")
     assert [e["event"] for e in resumed.events] == ["alert.acknowledged", "alert.resolved"]
     assert all(int(e["id"]) > int(last_seen) for e in resumed.events)
-    assert [json.loads(e["data"])["status"] for e in resumed.events] == ["resolved"] * 2
+    # The alert as the process read it, at or after the event.
+    statuses = [json.loads(e["data"])["status"] for e in resumed.events]
+    assert statuses[0] in ("acknowledged", "resolved") and statuses[1] == "resolved"
     assert not {e["id"] for e in before} & {e["id"] for e in resumed.events}
 
 
