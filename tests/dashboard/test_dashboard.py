@@ -151,6 +151,12 @@ def test_the_worklist_is_in_triage_order_and_new_alerts_appear_within_2_s(
     assert int(page.locator("body").get_attribute("data-alarms") or 0) >= 1
     expect(page).to_have_title("EMERGENCY: Low blood pressure on aldesleukin", timeout=2000)
     page.screenshot(path=str(shots / "worklist.png"))
+    # On a tablet in portrait the rows become cards that fit the width.
+    tablet = tab(768, 1024)
+    tablet_page = tablet.open(raw(nurse))
+    expect(tablet_page.locator("#alerts-body tr")).to_have_count(5)
+    assert tablet_page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+    tablet_page.screenshot(path=str(shots / "worklist-tablet.png"), full_page=True)
     print(f"\nnew alert on the page {took:.2f} s after the report was posted; {shots}")
 
 

@@ -428,14 +428,25 @@ function alertRow(alert, isNew) {
       alert.occurrences > 1 ? node("span", { class: "hint" }, ` ×${alert.occurrences}`) : null,
       node("div", { class: "hint detail-line" }, alert.detail),
     ),
-    node("td", {}, patientLabel(alert.patient_id)),
-    node("td", { class: "status" }, STATUS_LABEL[alert.status] || alert.status),
     node(
       "td",
-      { class: isOverdue(alert) ? "due due-over" : "due", title: new Date(alert.follow_up_due_at).toLocaleString() },
+      {},
+      patientLabel(alert.patient_id),
+      state.patients.has(alert.patient_id)
+        ? node("div", { class: "hint" }, state.patients.get(alert.patient_id).care_team)
+        : null,
+    ),
+    node("td", { class: "status", "data-label": "Status" }, STATUS_LABEL[alert.status] || alert.status),
+    node(
+      "td",
+      {
+        class: isOverdue(alert) ? "due due-over" : "due",
+        "data-label": "Follow-up",
+        title: new Date(alert.follow_up_due_at).toLocaleString(),
+      },
       dueText(alert),
     ),
-    node("td", { class: "actions" }, ...actionButtons(alert)),
+    node("td", {}, node("div", { class: "actions" }, ...actionButtons(alert))),
   );
   return row;
 }
