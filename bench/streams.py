@@ -7,9 +7,9 @@ Starts uvicorn (api.main:app, WORKER_MODE=inline) on a fresh database (a tempora
 unless --database-url names a PostgreSQL server database, which is created and dropped), makes
 patients, then measures report ingest for --seconds with --clients concurrent clients three
 times: with no stream, with --streams streams of a clinician open on the same worker, and with
-none again. One report in five raises an emergency, so the streams have events to carry; the
-script counts the events the streams received. Other processes on the machine share its cores:
-compare the ratios within one run, not absolute figures across runs.
+none again. One report in five (--dangerous) raises an emergency, so the streams have events
+to carry; the script counts the events the streams received. Other processes on the machine
+share its cores: compare the ratios within one run, not absolute figures across runs.
 """
 
 from __future__ import annotations
@@ -58,14 +58,16 @@ def report(dangerous: bool) -> dict[str, object]:
     body: dict[str, object] = {
         "client_report_id": str(uuid.uuid4()),
         "recorded_at": at,
-        "symptoms": [{"code": "fatigue", "grade": random.randint(0, 2)}],
+        "symptoms": [{"code": "fatigue", "grade": random.randint(0, 1)}],
     }
     if dangerous:
         body["vitals"] = {"spo2": 88}
     return body
 
 
-async def ingest(base: str, patients: list[str], clients: int, seconds: float) -> dict[str, float]:
+async def ingest(
+    base: str, patients: list[str], clients: int, seconds: float, dangerous: float
+) -> dict[str, float]:
     latencies: list[float] = []
     errors = 0
     stop = time.monotonic() + seconds
@@ -81,7 +83,7 @@ async def ingest(base: str, patients: list[str], clients: int, seconds: float) -
                 started = time.monotonic()
                 response = await client.post(
                     f"/v1/patients/{patient}/reports",
-                    json=report(dangerous=random.random() < 0.2),
+                    json=report(dangerous=random.random() < dangerous),
                     headers=token(sub=f"user-{patient}", role="patient", patient_id=patient),
                 )
                 if response.status_code == 201:
@@ -168,23 +170,30 @@ async def run(base: str, args: argparse.Namespace) -> None:
             response = await client.post("/v1/patients", json={"care_team": "onc-a"}, headers=admin)
             response.raise_for_status()
             patients.append(response.json()["id"])
-    await ingest(base, patients, args.clients, 2)  # warm up
-    rows = [("no stream", await ingest(base, patients, args.clients, args.seconds), None)]
+
+    async def measure() -> dict[str, float]:
+        return await ingest(base, patients, args.clients, args.seconds, args.dangerous)
+
+    await ingest(base, patients, args.clients, 2, args.dangerous)  # warm up
+    rows = [("no stream", await measure(), None)]
     mine, theirs = multiprocessing.Pipe()
     reader = multiprocessing.Process(target=stream_process, args=(base, args.streams, theirs))
     reader.start()
     connected, failed = await asyncio.get_running_loop().run_in_executor(None, mine.recv)
-    result = await ingest(base, patients, args.clients, args.seconds)
+    result = await measure()
     await asyncio.sleep(2)  # the last events reach the streams
     mine.send("stop")
     events = mine.recv()
     reader.join(timeout=30)
     note = f"{connected} open ({failed} refused), {events} events received"
     rows.append((f"{args.streams} streams", result, note))
-    rows.append(("no stream again", await ingest(base, patients, args.clients, args.seconds), None))
+    rows.append(("no stream again", await measure(), None))
 
     base_rate = rows[0][1]["reports_per_s"]
-    print(f"\n{args.clients} clients, {args.seconds:g} s each, {args.workers} uvicorn worker(s)")
+    print(
+        f"\n{args.clients} clients, {args.seconds:g} s each, {args.workers} uvicorn worker(s), "
+        f"{args.dangerous:.0%} of reports raise an alert"
+    )
     print(f"{'run':<18} {'reports/s':>10} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
     for name, r, note in rows:
         ratio = r["reports_per_s"] / base_rate if base_rate else 0
@@ -202,6 +211,9 @@ def main() -> int:
     parser.add_argument("--patients", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--dangerous", type=float, default=0.2, help="share of reports that raise an alert"
+    )
     args = parser.parse_args()
 
     tmp = tempfile.TemporaryDirectory()
