@@ -81,12 +81,22 @@ class Settings(DatabaseSettings):
     stream_heartbeat_s: float = Field(default=15.0, gt=0)
     stream_poll_s: float = Field(default=1.0, gt=0, le=60)
     stream_max_s: float = Field(default=3600.0, gt=0)
+    # Fernet key(s) sealing webhook secrets at rest (api/notifications/secrets.py).
+    webhook_secrets_key: SecretStr = SecretStr("")
 
     @field_validator("jwt_issuer", "jwt_audience", "jwt_jwks_url", "redis_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # `JWT_ISSUER=` as copied from .env.example means "not set", not "an empty issuer".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("webhook_secrets_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr) -> SecretStr:
+        from api.notifications.secrets import check_keys
+
+        check_keys(value.get_secret_value())
+        return value
 
     @model_validator(mode="after")
     def _secret_outside_development(self) -> Settings:

@@ -22,8 +22,9 @@ class Webhook(Base):
     events: Mapped[list[str]] = mapped_column(JSONType)
     # None: every team.
     teams: Mapped[list[str] | None] = mapped_column(JSONType)
-    # Stored as given ("whsec_" + base64): the README says so. Never returned after creation.
-    secret: Mapped[str] = mapped_column(String(200))
+    # Sealed with WEBHOOK_SECRETS_KEY when set, else as given (api/notifications/secrets.py).
+    # Never returned after creation.
+    secret: Mapped[str] = mapped_column(String(400))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(200))
     # Deleted subscriptions stay for their delivery log; nothing more is sent to them.

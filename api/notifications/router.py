@@ -16,6 +16,7 @@ from api.db import SessionDep, utcnow
 from api.errors import PROBLEM_RESPONSES, Invalid, NotFound
 from api.notifications.models import Webhook, WebhookAttempt
 from api.notifications.schemas import DeliveryRead, WebhookCreate, WebhookCreated, WebhookRead
+from api.notifications.secrets import seal
 from api.pagination import Cursor, Limit, Page, decode_cursor, page_of
 from api.security import Admin
 
@@ -42,11 +43,12 @@ def create_webhook(
         raise Invalid([{"loc": ["body", "url"], "msg": "must be https:// in production"}])
     # Events from now on: the subscription starts after the newest event already written.
     newest = session.scalar(select(func.max(AlertEvent.id))) or 0
+    secret = body.secret or "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     webhook = Webhook(
         url=url,
         events=list(dict.fromkeys(body.events)),
         teams=None if body.teams is None else sorted(set(body.teams)),
-        secret=body.secret or "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        secret=seal(secret, request.app.state.settings),
         created_at=utcnow(),
         created_by=principal.sub,
         last_event_id=newest,
@@ -61,7 +63,7 @@ def create_webhook(
         webhook.id,
         {"events": webhook.events, "teams": webhook.teams},
     )
-    return WebhookCreated.model_validate(webhook)
+    return WebhookCreated(**WebhookRead.model_validate(webhook).model_dump(), secret=secret)
 
 
 @router.get("")

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import utcnow
 from api.notifications import jobs
+from api.notifications.secrets import SecretUnreadable, unseal
 from api.settings import Settings
 
 log = logging.getLogger("api.worker")
@@ -130,11 +131,15 @@ class JobLoop:
     async def send(self, client: httpx.AsyncClient, delivery: jobs.Leased) -> jobs.Outcome:
         msg_id = str(delivery.event_id)
         timestamp = int(time.time())
+        try:
+            secret = unseal(delivery.secret, self.settings)
+        except SecretUnreadable:
+            return jobs.Outcome(delivery, utcnow(), None, "secret_unreadable")
         headers = {
             "content-type": "application/json",
             "webhook-id": msg_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(delivery.secret, msg_id, timestamp, delivery.body),
+            "webhook-signature": sign(secret, msg_id, timestamp, delivery.body),
         }
         code: int | None = None
         error: str | None = None

@@ -6,18 +6,20 @@ database; patients and reports are made through the API.
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from standardwebhooks import Webhook as Verifier
 
-from api.notifications.models import WebhookDelivery
+from api.notifications.models import Webhook, WebhookDelivery
 from tests.conftest import Tokens, World, create_app, make_settings
 from tests.notifications.live import Receiver, uvicorn, wait_for, worker
 
@@ -301,3 +303,36 @@ def test_a_stopping_worker_finishes_its_sends_and_holds_no_lease(
     with app.state.engine.connect() as conn:
         leased = conn.scalar(select(func.count()).where(WebhookDelivery.leased_by.is_not(None)))
     assert leased == 0
+
+
+def test_secrets_are_sealed_at_rest_with_webhook_secrets_key(
+    app: FastAPI,
+    world: World,
+    client: TestClient,
+    tokens: Tokens,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    key = Fernet.generate_key().decode()
+    secret = "whsec_" + base64.b64encode(bytes(range(64))).decode()  # the longest allowed
+    receiver = Receiver()
+    receiver.start()
+    try:
+        with uvicorn(database_url, tmp_path, WORKER_MODE="inline", WEBHOOK_SECRETS_KEY=key) as base:
+            response = httpx.post(
+                f"{base}/v1/webhooks",
+                json={"url": receiver.url, "events": ["alert.raised"], "secret": secret},
+                headers=tokens.admin(),
+            )
+            assert response.status_code == 201, response.text
+            assert response.json()["secret"] == secret  # shown once, as given
+            world.report(world.patient("onc-a")["id"], vitals=DANGER)
+            wait_for(lambda: receiver.received, 5, "a webhook")
+    finally:
+        receiver.stop()
+    for delivery in receiver.received:
+        Verifier(secret).verify(delivery.body, delivery.headers)
+    with app.state.engine.connect() as conn:
+        stored = conn.scalar(select(Webhook.secret))
+    assert stored is not None and stored.startswith("fernet:")
+    assert secret.removeprefix("whsec_") not in stored
