@@ -200,6 +200,30 @@ def test_the_feed_resumes_with_last_event_id_after_a_dropped_connection(
     assert str(last_seen) in resumed, resumed
 
 
+def test_the_emergency_alarm_can_be_muted(
+    world: World, tokens: Tokens, server: str, tab: Tab
+) -> None:
+    me = tab()
+    page = me.open(raw(tokens.clinician("onc-a")))
+    expect(page.locator("#empty")).to_be_visible()
+    mute = page.locator("#mute")
+    expect(mute).to_have_attribute("aria-pressed", "false")
+    mute.press("Enter")
+    expect(mute).to_have_attribute("aria-pressed", "true")
+    expect(mute).to_have_text("Emergency sound: muted")
+    patient = world.patient("onc-a", drugs=("aldesleukin",))
+    alert_id = one_alert(
+        post_report(server, tokens, patient["id"], vitals={"systolic_bp": 80}), "emergency"
+    )
+    expect(me.row(alert_id)).to_be_visible(timeout=2000)
+    expect(page.locator("body")).to_have_attribute("data-alarms", "1")  # noticed ...
+    time.sleep(1)
+    assert not page.title().startswith("EMERGENCY")  # ... but silent: no sound, no flashing
+    # Muting is remembered in this browser.
+    page.reload()
+    expect(page.locator("#mute")).to_have_attribute("aria-pressed", "true")
+
+
 # --- acting ------------------------------------------------------------------------------------
 
 
