@@ -2,12 +2,14 @@
 
 It runs inside every API process by default (``WORKER_MODE=inline``, started by the app's
 lifespan) or on its own as ``python -m api worker``; any number of copies may run, because all
-work is leased from the database (api/notifications/jobs.py). Every tick:
+work is leased from the database (api/notifications/jobs.py). Two loops, each every
+WORKER_INTERVAL_S:
 
-1. one transaction: escalate, mark overdue, fan new events out to the subscriptions;
-2. one transaction: lease the due deliveries;
-3. send them with no transaction or connection held (httpx, concurrently);
-4. one transaction: write back outcomes, release the leases.
+- escalation: one transaction escalates, marks overdue and fans new events out to the
+  subscriptions (queues deliveries);
+- delivery, beside it: one transaction leases the due deliveries, they are sent with no
+  transaction or connection held (httpx, concurrently), one transaction writes back the
+  outcomes and releases the leases.
 
 Stopping lets the tick in progress finish (a send gives up after WEBHOOK_TIMEOUT_S), then gives
 back any lease still held, so another process can send at once instead of when the lease ends.
@@ -24,7 +26,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
@@ -70,16 +72,13 @@ class JobLoop:
     async def run(self, stopping: anyio.Event) -> None:
         log.info('{"event": "worker_started", "worker": "%s"}', self.worker_id)
         try:
-            async with httpx.AsyncClient(follow_redirects=False) as client:
-                while not stopping.is_set():
-                    try:
-                        await self.tick(client)
-                    except Exception as exc:  # the loop must outlive a database restart
-                        log.warning(
-                            '{"event": "worker_tick_failed", "error": "%s"}', type(exc).__name__
-                        )
-                    with anyio.move_on_after(self.settings.worker_interval_s):
-                        await stopping.wait()
+            async with (
+                httpx.AsyncClient(follow_redirects=False) as client,
+                anyio.create_task_group() as group,
+            ):
+                # Two loops: a receiver that is slow to answer never holds up escalation.
+                group.start_soon(self._every, stopping, "escalation", self.escalate)
+                group.start_soon(self._every, stopping, "delivery", lambda: self.deliver(client))
         finally:
             with anyio.CancelScope(shield=True):
                 try:
@@ -92,8 +91,26 @@ class JobLoop:
                         '{"event": "worker_release_failed", "error": "%s"}', type(exc).__name__
                     )
 
-    async def tick(self, client: httpx.AsyncClient) -> None:
+    async def _every(
+        self, stopping: anyio.Event, name: str, step: Callable[[], Awaitable[None]]
+    ) -> None:
+        while not stopping.is_set():
+            try:
+                await step()
+            except Exception as exc:  # the loop must outlive a database restart
+                log.warning(
+                    '{"event": "worker_step_failed", "step": "%s", "error": "%s"}',
+                    name,
+                    type(exc).__name__,
+                )
+            with anyio.move_on_after(self.settings.worker_interval_s):
+                await stopping.wait()
+
+    async def escalate(self) -> None:
+        """Escalation, overdue marks and webhook fan-out: one transaction."""
         await self._db(self._housekeeping)
+
+    async def deliver(self, client: httpx.AsyncClient) -> None:
         now = utcnow()
         leased = await self._db(
             lambda s: jobs.lease_deliveries(
