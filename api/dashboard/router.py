@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route, Router
 from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 STATIC = Path(__file__).parent / "static"
 
@@ -109,10 +110,20 @@ async def _config(request: Request) -> Response:
     )
 
 
-# Mounted at /dashboard by api/main.py.
-dashboard = Router(
+_router = Router(
     routes=[
         Route("/config.json", _config, methods=["GET"]),
         Mount("/", _Files(directory=STATIC, html=True)),
     ]
 )
+# The access log and the metrics label a request by its route's path: one label for the page's
+# files (not "unmatched", and not one per file).
+_LABEL = SimpleNamespace(path="/dashboard/{path}")
+
+
+async def dashboard(scope: Scope, receive: Receive, send: Send) -> None:
+    """The ASGI app mounted at /dashboard by api/main.py."""
+    try:
+        await _router(scope, receive, send)
+    finally:
+        scope["route"] = _LABEL
