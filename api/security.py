@@ -144,12 +144,15 @@ async def current_principal(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized()
-    # The rate limiter may have verified this very token already.
-    verified = request.scope.get("state", {}).get("verified_token")
+    # Verified once per request: the rate limiter may have done it, and a route that takes both a
+    # role (Security, with scopes) and a patient in scope resolves this dependency twice.
+    state = request.scope.setdefault("state", {})
+    verified = state.get("verified_token")
     if verified is not None and verified[0] == credentials.credentials:
         principal = verified[1]
     else:
         principal = principal_from_token(request.app.state.token_verifier, credentials.credentials)
+        state["verified_token"] = (credentials.credentials, principal)
     request.state.principal = principal
     return principal
 

@@ -407,3 +407,26 @@ def test_env_example_copied_to_env_gives_tokens_the_app_accepts(
     assert settings.jwt_issuer is None and settings.jwt_audience is None
     token = run_cli(["token", "--role", "admin"], capsys)
     assert principal_from_token(HS256Verifier(settings), token).role == "admin"
+
+
+def test_a_token_is_verified_once_per_request(app: FastAPI, client: TestClient, world: Any) -> None:
+    # Therapies take a role and a patient in scope: both lead to the token.
+    patient = world.patient()
+    verifier = app.state.token_verifier
+    calls: list[str] = []
+
+    class Counting:
+        def verify(self, token: str) -> dict[str, Any]:
+            calls.append(token)
+            return verifier.verify(token)
+
+    app.state.token_verifier = Counting()
+    try:
+        body = {"drug_code": "aldesleukin", "started_on": "2026-11-01"}
+        response = client.post(
+            f"/v1/patients/{patient['id']}/therapies", json=body, headers=bearer(sign(claims()))
+        )
+    finally:
+        app.state.token_verifier = verifier
+    assert response.status_code == 201, response.text
+    assert len(calls) == 1
