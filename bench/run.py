@@ -410,6 +410,8 @@ def service_env(database_url: str, secret: str) -> dict[str, str]:
         DATABASE_URL=database_url,
         APP_ENV="production",
         JWT_SECRET=secret,
+        # The seeded open alerts are old: a job loop would escalate them during the runs.
+        WORKER_MODE="off",
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
     )
     return env
