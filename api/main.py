@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         summary="Patient-reported symptoms and alerts for cytokine immunotherapy",
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
     )
     engine = make_engine(settings)
     app.state.settings = settings
@@ -111,10 +112,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
+        """The process is running.
+
+        Answers 200 while the process runs, without touching the database: for a liveness probe.
+        """
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"], responses={503: errors.PROBLEM_RESPONSES[503]})
     async def readyz(request: Request) -> JSONResponse:
+        """The service can reach its database.
+
+        200 when the database answers a query within a few seconds, 503 with Retry-After when not:
+        for a readiness probe or a load balancer.
+        """
         # Bounded twice: each round trip by the deadline (a silent connection is dropped), the
         # whole check (waiting for a pooled connection too) by the outer limit.
         try:

@@ -184,7 +184,12 @@ def install(app: FastAPI, metrics_token: str | None) -> None:
         responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
     )
     def metrics(request: Request) -> Response:
-        """Prometheus metrics; a bearer token (METRICS_TOKEN) when one is set."""
+        """Prometheus metrics.
+
+        Request counts and latency by route template, reports stored, alerts raised by severity and
+        rule, open, overdue and escalated alerts, webhook deliveries by outcome, database
+        pool use. A bearer token when METRICS_TOKEN is set.
+        """
         if metrics_token:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {metrics_token}".encode()):

@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
 from api.errors import PROBLEM_JSON, Problem
 
@@ -60,6 +61,34 @@ DETAILS = {
 }
 
 
+# Operation ids are the endpoint's name in camelCase; these names say too little on their own.
+OPERATION_IDS = {
+    "healthz": "getHealth",
+    "readyz": "getReadiness",
+    "metrics": "getMetrics",
+    "summary": "getAlertSummary",
+    "stream": "streamAlertEvents",
+    "acknowledge": "acknowledgeAlert",
+    "resolve": "resolveAlert",
+    "list_events": "listAlertEvents",
+    "list_deliveries": "listWebhookDeliveries",
+    "evaluate": "evaluateRules",
+    "backtest": "backtestRules",
+    "performance": "getRulePerformance",
+    "list_audit": "listAuditEvents",
+    "export_fhir": "exportPatientFhir",
+}
+
+
+def operation_id(route: APIRoute) -> str:
+    """``createReport`` for ``create_report``: stable, readable ids for client generators."""
+    name = OPERATION_IDS.get(route.name)
+    if name is None:
+        first, *rest = route.name.split("_")
+        name = first + "".join(part.capitalize() for part in rest)
+    return name
+
+
 def install(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -84,11 +113,32 @@ def build(app: FastAPI) -> dict[str, Any]:
     components["headers"] = HEADERS
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
+            _summarise(operation)
             _declare(operation, error_statuses(path, method.upper(), operation))
     for unused in ("HTTPValidationError", "ValidationError"):
         if f'"#/components/schemas/{unused}"' not in json.dumps(schema):
             schemas.pop(unused, None)
-    return schema
+    return _readable_names(schema)
+
+
+def _readable_names(schema: dict[str, Any]) -> dict[str, Any]:
+    """``AlertReadPage``, not FastAPI's ``Page_AlertRead_``, for generated clients."""
+    names = {
+        name: f"{name[len('Page_') : -1]}Page"
+        for name in schema["components"]["schemas"]
+        if name.startswith("Page_") and name.endswith("_")
+    }
+    if not names:
+        return schema
+    text = json.dumps(schema)
+    for old, new in names.items():
+        text = text.replace(f'"#/components/schemas/{old}"', f'"#/components/schemas/{new}"')
+    renamed = json.loads(text)
+    components = renamed["components"]["schemas"]
+    for old, new in names.items():
+        components[new] = components.pop(old)
+        components[new]["title"] = new
+    return renamed
 
 
 def error_statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
@@ -115,6 +165,14 @@ def error_statuses(path: str, method: str, operation: dict[str, Any]) -> set[int
     if path == "/readyz":
         statuses.add(503)
     return statuses
+
+
+def _summarise(operation: dict[str, Any]) -> None:
+    """The docstring's first paragraph is the summary, the rest the description."""
+    first, _, rest = operation.get("description", "").partition("\n\n")
+    if first:
+        operation["summary"] = " ".join(first.split())
+        operation["description"] = rest.strip() or operation["summary"]
 
 
 def _declare(operation: dict[str, Any], statuses: set[int]) -> None:

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.errors import Invalid
 from api.types import check_timestamp
@@ -21,7 +21,9 @@ MAX_LIMIT = 200
 
 class Page(BaseModel, Generic[T]):
     items: list[T]
-    next_cursor: str | None
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end"
+    )
 
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")]

@@ -76,6 +76,12 @@ async def list_alerts(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[AlertRead]:
+    """List alerts (the worklist).
+
+    Staff only: the alerts of the caller's teams in triage order (emergency first, escalated first
+    within a severity, then by follow-up due time), filtered by status, severity, patient, drug
+    or team; cursor-paginated.
+    """
     # Rows, not ORM objects: a page is read-only and the identity map would double its cost.
     # Severity, escalated before not, due time: the columns of ix_alerts_team_triage.
     order = (Alert.triage_rank, Alert.escalation_rank, Alert.follow_up_due_at, Alert.id)
@@ -112,6 +118,11 @@ async def list_alerts(
 
 @router.get("/summary")
 def summary(principal: Staff, session: SessionDep) -> SummaryCounts:
+    """Count alerts by severity and status.
+
+    Staff only: the caller's teams' alerts counted by severity and status, and how many are past
+    their follow-up time.
+    """
     rows = session.execute(
         _scoped(
             select(Alert.severity, Alert.status, func.count()).group_by(
@@ -152,7 +163,12 @@ async def stream(
     request: Request,
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
 ) -> EventSourceResponse:
-    """Server-Sent Events: ``id`` the event id, ``event`` its type, ``data`` the alert."""
+    """Live feed of alert events.
+
+    Server-Sent Events for the caller's teams: `id` the event id, `event` its type (alert.raised,
+    alert.escalated, ...), `data` the alert. A client reconnecting with `Last-Event-ID` gets
+    every later event first; a comment line every 15 s keeps proxies from closing the stream.
+    """
     after = None
     if last_event_id is not None:
         if not last_event_id.isdigit():
@@ -169,6 +185,10 @@ async def stream(
 
 @router.get("/{alert_id}")
 def get_alert(alert_id: uuid.UUID, principal: Staff, session: SessionDep) -> AlertDetail:
+    """Get an alert with its report.
+
+    Staff only, within the caller's teams (404 outside them).
+    """
     alert = _load(session, principal, alert_id)
     report = session.get_one(Report, alert.report_id)
     return AlertDetail(
@@ -180,6 +200,11 @@ def get_alert(alert_id: uuid.UUID, principal: Staff, session: SessionDep) -> Ale
 def acknowledge(
     alert_id: uuid.UUID, principal: Staff, session: SessionDep, body: AcknowledgeBody | None = None
 ) -> AlertRead:
+    """Acknowledge an alert.
+
+    Someone is on it: `open` becomes `acknowledged`, stopping escalation. 409 if the alert is no
+    longer open.
+    """
     note = body.note if body else None
     return _transition(
         session,
@@ -199,6 +224,11 @@ def acknowledge(
 def resolve(
     alert_id: uuid.UUID, body: ResolveBody, principal: Staff, session: SessionDep
 ) -> AlertRead:
+    """Resolve an alert.
+
+    Closes the episode with a required note and, optionally, the outcome (`confirmed` or
+    `false_alarm`, the evidence for tuning rules). 409 if it is resolved already.
+    """
     return _transition(
         session,
         principal,
@@ -266,6 +296,11 @@ def list_events(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[AlertEventRead]:
+    """List an alert's events.
+
+    Every change of the alert (raised, retriggered, severity raised, acknowledged, resolved,
+    escalated, overdue) in the order it happened.
+    """
     _load(session, principal, alert_id)
     query = (
         select(AlertEvent)

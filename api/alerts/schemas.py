@@ -10,30 +10,41 @@ from api.types import NO_NUL
 
 
 class AlertRead(BaseModel):
+    """One alert episode of a patient and a rule: while it is open or acknowledged, new reports
+    that trigger the rule add occurrences to it (and may raise its severity)."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
     patient_id: uuid.UUID
-    report_id: uuid.UUID
+    report_id: uuid.UUID = Field(description="The report that opened the episode")
     rule_id: str
-    rule_version: int
-    drug_code: str | None
-    severity: str
-    status: str
+    rule_version: int = Field(description="The version of the rule that raised it")
+    drug_code: str | None = Field(description="The drug the rule is about, if any")
+    severity: str = Field(
+        description="emergency (act now), urgent (within 24 h) or routine (within 72 h)"
+    )
+    status: str = Field(description="open, acknowledged or resolved")
     title: str
-    detail: str
-    evidence: dict[str, Any]
+    detail: str = Field(description="Why, in words, with the values that fired it")
+    evidence: dict[str, Any] = Field(
+        description="The values that fired it, as data (`matched` leaves; `baseline` for weight)"
+    )
     created_at: datetime
-    follow_up_due_at: datetime
+    follow_up_due_at: datetime = Field(
+        description="When the care team should have followed up (the severity's window)"
+    )
     last_triggered_at: datetime
-    occurrences: int
+    occurrences: int = Field(description="Reports that triggered the rule in this episode")
     acknowledged_at: datetime | None
     acknowledged_by: str | None
     resolved_at: datetime | None
     resolved_by: str | None
     resolution_note: str | None
     outcome: str | None
-    escalated_at: datetime | None
+    escalated_at: datetime | None = Field(
+        description="Set once when nobody acknowledged within the severity's window"
+    )
     overdue_at: datetime | None
 
 
@@ -44,7 +55,14 @@ class AcknowledgeBody(BaseModel):
 
 
 class ResolveBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"note": "Called the patient: fluids and review at 14:00", "outcome": "confirmed"}
+            ]
+        },
+    )
 
     note: str = Field(min_length=1, max_length=2000, pattern=NO_NUL)
     outcome: Literal["confirmed", "false_alarm"] | None = None

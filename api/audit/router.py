@@ -39,6 +39,11 @@ def list_audit(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[AuditRead]:
+    """Read the audit trail.
+
+    Admin only: every write, who (sub, role), what, which resource and when, newest first, cursor-
+    paginated.
+    """
     query = select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
     if resource_type:
         query = query.where(AuditEvent.resource_type == resource_type)

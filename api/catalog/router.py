@@ -18,16 +18,30 @@ DrugCode = Annotated[str, Path(pattern=CODE_PATTERN, max_length=64)]
 
 @router.get("/symptoms")
 def list_symptoms(_: CurrentPrincipal, session: SessionDep) -> list[SymptomRead]:
+    """List the symptom vocabulary.
+
+    Every symptom a patient can report, with its question and the PRO-CTCAE words for grades 0-4
+    (none, mild, moderate, severe, very severe).
+    """
     return service.list_symptoms(session)
 
 
 @router.get("/drugs")
 def list_drugs(_: CurrentPrincipal, session: SessionDep) -> list[DrugRead]:
+    """List the drugs of the catalog.
+
+    Code, name, brand names, class and route of every drug the catalog knows.
+    """
     return service.list_drugs(session)
 
 
 @router.get("/drugs/{code}")
 def get_drug(code: DrugCode, _: CurrentPrincipal, session: SessionDep) -> DrugDetail:
+    """Get a drug with its side effects and rules.
+
+    The drug, its side effects (`common` or `serious`) and a read-only view of every alert rule that
+    applies to patients on it, with the rule's current version.
+    """
     return service.get_drug(session, code)
 
 
@@ -35,6 +49,12 @@ def get_drug(code: DrugCode, _: CurrentPrincipal, session: SessionDep) -> DrugDe
 def put_drug(
     code: DrugCode, body: DrugBody, principal: Admin, session: SessionDep, response: Response
 ) -> DrugDetail:
+    """Create or replace a drug's catalog entry.
+
+    Admin only. The entry (side effects and the drug's own rules) is validated as a whole; a changed
+    rule gets a new version and alerts raised earlier keep citing theirs. 201 when the drug is
+    new.
+    """
     drug, created = service.put_drug(session, code, body)
     record(
         session,

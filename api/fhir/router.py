@@ -29,6 +29,12 @@ def export_fhir(
         Timestamp | None, Query(description="Only what was stored or changed at or after this")
     ] = None,
 ) -> JSONResponse:
-    """The patient's record as a FHIR R4 Bundle (collection) for the hospital's EHR."""
+    """Export a patient's record as FHIR R4.
+
+    Staff only, within the patient record's scope: a Bundle (collection) with the Patient, a
+    MedicationStatement per therapy, a QuestionnaireResponse and Observations per report (LOINC
+    and UCUM for vitals) and a DetectedIssue per alert. `since` limits it to what was stored or
+    changed after a time.
+    """
     bundle = service.export(session, patient, since)
     return JSONResponse(bundle, media_type=FHIR_JSON)

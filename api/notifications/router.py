@@ -34,6 +34,11 @@ def _load(session: Session, webhook_id: uuid.UUID) -> Webhook:
 def create_webhook(
     body: WebhookCreate, principal: Admin, session: SessionDep, request: Request
 ) -> WebhookCreated:
+    """Subscribe a webhook.
+
+    Admin only. Events of the chosen types (and teams) are POSTed to the URL, signed as Standard
+    Webhooks; the secret is shown only in this answer.
+    """
     url = str(body.url)
     if (
         request.app.state.settings.app_env == "production"
@@ -70,6 +75,10 @@ def create_webhook(
 def list_webhooks(
     principal: Admin, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[WebhookRead]:
+    """List webhook subscriptions.
+
+    Admin only; secrets are never shown again.
+    """
     query = (
         select(Webhook).where(Webhook.deleted_at.is_(None)).order_by(Webhook.id).limit(limit + 1)
     )
@@ -81,11 +90,19 @@ def list_webhooks(
 
 @router.get("/{webhook_id}")
 def get_webhook(webhook_id: uuid.UUID, principal: Admin, session: SessionDep) -> WebhookRead:
+    """Get a webhook subscription.
+
+    Admin only; the secret is not shown.
+    """
     return WebhookRead.model_validate(_load(session, webhook_id))
 
 
 @router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_webhook(webhook_id: uuid.UUID, principal: Admin, session: SessionDep) -> Response:
+    """Delete a webhook subscription.
+
+    Admin only. Nothing more is delivered to it; its delivery log stays readable.
+    """
     _load(session, webhook_id)
     # Kept, marked deleted: its delivery log stays readable for the audit trail.
     session.execute(
@@ -105,7 +122,11 @@ def list_deliveries(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[DeliveryRead]:
-    """Every attempt, newest first."""
+    """List a webhook's delivery attempts.
+
+    Admin only: every attempt, newest first, with the event id, attempt number, status code or
+    error, and when.
+    """
     _load(session, webhook_id)
     query = (
         select(WebhookAttempt)

@@ -38,7 +38,18 @@ Secret = Annotated[
 
 
 class WebhookCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://paging.hospital.example/hooks/oncology",
+                    "events": ["alert.raised", "alert.escalated"],
+                    "teams": ["onc-a"],
+                }
+            ]
+        },
+    )
 
     url: HttpUrl = Field(max_length=2000)
     events: list[EventType] = Field(min_length=1, max_length=20)

@@ -26,6 +26,11 @@ router = APIRouter(prefix="/v1/patients", tags=["patients"], responses=PROBLEM_R
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_patient(body: PatientCreate, principal: Staff, session: SessionDep) -> PatientRead:
+    """Register a patient.
+
+    A clinician of the patient's care team, or an admin. `external_id` (the hospital's record
+    number) is unique within a care team.
+    """
     patient = service.create_patient(session, principal, body)
     record(
         session, principal, "patient.created", "patient", patient.id, {"team": patient.care_team}
@@ -41,6 +46,11 @@ def list_patients(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[PatientRead]:
+    """List patients.
+
+    Staff only: the patients of the caller's teams (all of them for an admin), newest first, cursor-
+    paginated.
+    """
     after = decode_cursor(cursor, parse_time, uuid.UUID)
     rows = service.list_patients(session, principal, limit=limit, after=after, team=team)
     items = [PatientRead.model_validate(p) for p in rows]
@@ -49,6 +59,11 @@ def list_patients(
 
 @router.get("/{patient_id}")
 def get_patient(patient: ScopedPatient) -> PatientRead:
+    """Get a patient.
+
+    The patient's record, within the caller's scope (404 outside it): a patient reads its own, a
+    clinician those of its teams.
+    """
     return PatientRead.model_validate(patient)
 
 
@@ -56,6 +71,12 @@ def get_patient(patient: ScopedPatient) -> PatientRead:
 def add_therapy(
     principal: Staff, patient: ScopedPatient, body: TherapyCreate, session: SessionDep
 ) -> TherapyRead:
+    """Add a therapy.
+
+    A drug the patient is on from `started_on` (and until `ended_on`, if known). Several may run at
+    once; every active drug's rules apply, and a drug ended recently is watched for the rule's
+    window.
+    """
     therapy = service.add_therapy(session, patient, body)
     record(
         session,
@@ -72,6 +93,10 @@ def add_therapy(
 def list_therapies(
     patient: ScopedPatient, _: CurrentPrincipal, session: SessionDep
 ) -> list[TherapyRead]:
+    """List a patient's therapies.
+
+    Every therapy of the patient, past and current, within the caller's scope.
+    """
     return [service.therapy_read(t) for t in service.list_therapies(session, patient.id)]
 
 
@@ -82,4 +107,9 @@ def get_questionnaire(
     session: SessionDep,
     on: Annotated[Day | None, Query(description="Day to ask for (default: today, UTC)")] = None,
 ) -> Questionnaire:
+    """Today's questionnaire.
+
+    The symptoms to ask the patient about today: the union of the active therapies' side effects,
+    serious ones first, each with its question and grade labels, and the vitals worth measuring.
+    """
     return service.questionnaire(session, patient, on or datetime.now(UTC).date())

@@ -10,7 +10,19 @@ from api.types import PLAIN_NAME, TEAM_PATTERN, Day
 
 
 class PatientCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "care_team": "onc-a",
+                    "external_id": "MRN-004211",
+                    "display_name": "A. Patient",
+                    "baseline_weight_kg": 71.0,
+                }
+            ]
+        },
+    )
 
     care_team: str = Field(min_length=1, max_length=64, pattern=TEAM_PATTERN)
     external_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=PLAIN_NAME)
@@ -30,7 +42,10 @@ class PatientRead(BaseModel):
 
 
 class TherapyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"drug_code": "aldesleukin", "started_on": "2026-11-23"}]},
+    )
 
     drug_code: str = Field(pattern=CODE_PATTERN, max_length=64)
     started_on: Day

@@ -37,6 +37,13 @@ async def create_report(
     request: Request,
     response: Response,
 ) -> ReportCreated:
+    """Send a symptom report.
+
+    The mobile app's call. Stores the report, evaluates the rules and answers with the alerts it
+    raised and the advice to show the patient at once. `client_report_id` is the idempotency
+    key: the same body again answers 200 with the stored report and stores nothing; another body
+    with the same key is a 409.
+    """
     created, replay = await in_transaction(request, _store_report, patient_id, principal, body)
     if replay:
         response.status_code = status.HTTP_200_OK
@@ -56,6 +63,12 @@ def _store_report(
 async def create_reports_batch(
     patient_id: uuid.UUID, body: BatchCreate, principal: CurrentPrincipal, request: Request
 ) -> BatchResponse:
+    """Send up to 100 reports at once.
+
+    For an app syncing a backlog: each item is stored, a duplicate or rejected on its own, results
+    in input order; items are evaluated in `recorded_at` order so the trend rules see them as
+    they happened.
+    """
     return await in_transaction(request, _store_batch, patient_id, principal, body)
 
 
@@ -77,6 +90,10 @@ async def list_reports(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[ReportRead]:
+    """List a patient's reports.
+
+    Newest first, cursor-paginated, optionally limited to `[since, until)`.
+    """
     after = decode_cursor(cursor, parse_time, uuid.UUID)
 
     def page(session: Session) -> list[ReportRead]:

@@ -90,8 +90,40 @@ class ReportBody(BaseModel):
 
 
 class ReportCreate(ReportBody):
-    client_report_id: uuid.UUID
-    recorded_at: Timestamp
+    """A symptom report from the patient's app: at least one symptom (grade 0 is "I'm fine")
+    or one vital."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "client_report_id": "3f1c2b9e-8d4a-4f7e-9c1d-5a6b7c8d9e0f",
+                    "recorded_at": "2026-11-27T08:05:00+01:00",
+                    "symptoms": [
+                        {"code": "fever", "grade": 2, "note": "since last night"},
+                        {"code": "dizziness", "grade": 1},
+                    ],
+                    "vitals": {
+                        "temperature_c": 38.6,
+                        "systolic_bp": 88,
+                        "diastolic_bp": 55,
+                        "heart_rate": 112,
+                        "weight_kg": 71.5,
+                        "spo2": 95,
+                    },
+                    "note": "felt dizzy when standing",
+                }
+            ]
+        },
+    )
+
+    client_report_id: uuid.UUID = Field(
+        description="Chosen by the app, once per report: the idempotency key of retries"
+    )
+    recorded_at: Timestamp = Field(
+        description="When the patient filled it in, with the phone's UTC offset"
+    )
 
     @field_validator("recorded_at")
     @classmethod
@@ -103,7 +135,30 @@ class ReportCreate(ReportBody):
 
 
 class BatchCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Reports an app kept while offline, sent together."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "reports": [
+                        {
+                            "client_report_id": "0b7d6c1e-2f3a-4b5c-8d9e-0a1b2c3d4e5f",
+                            "recorded_at": "2026-11-26T20:00:00+01:00",
+                            "symptoms": [{"code": "fatigue", "grade": 1}],
+                        },
+                        {
+                            "client_report_id": "9c8b7a6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d",
+                            "recorded_at": "2026-11-27T08:00:00+01:00",
+                            "symptoms": [{"code": "fatigue", "grade": 3}],
+                            "vitals": {"temperature_c": 37.4},
+                        },
+                    ]
+                }
+            ]
+        },
+    )
 
     # Items are validated one by one, so one bad item rejects only itself.
     reports: list[dict[str, Any]] = Field(
@@ -113,14 +168,16 @@ class BatchCreate(BaseModel):
     )
 
 
-class SymptomRead(BaseModel):
+class ReportedSymptom(BaseModel):
     code: str
-    grade: int
+    grade: int = Field(description="0 none, 1 mild, 2 moderate, 3 severe, 4 very severe")
     note: str | None = None
 
 
 class Advice(BaseModel):
-    severity: str
+    """What the app shows the patient at once: the advice for the highest severity raised."""
+
+    severity: str = Field(description="emergency, urgent or routine")
     message: str
 
 
@@ -130,7 +187,7 @@ class ReportRead(BaseModel):
     client_report_id: uuid.UUID
     recorded_at: datetime
     received_at: datetime
-    symptoms: list[SymptomRead]
+    symptoms: list[ReportedSymptom]
     vitals: dict[str, float] | None
     note: str | None
 

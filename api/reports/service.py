@@ -36,8 +36,8 @@ from api.reports.schemas import (
     BatchResult,
     ReportCreate,
     ReportCreated,
+    ReportedSymptom,
     ReportRead,
-    SymptomRead,
 )
 from api.rules import engine
 from api.rules.context import History, weights_needed_from
@@ -423,7 +423,9 @@ def _report_fields(patient_id: uuid.UUID, outcome: Outcome) -> dict[str, Any]:
         "client_report_id": body.client_report_id,
         "recorded_at": body.recorded_at.astimezone(UTC),
         "received_at": outcome.received_at,
-        "symptoms": [SymptomRead(code=s.code, grade=s.grade, note=s.note) for s in body.symptoms],
+        "symptoms": [
+            ReportedSymptom(code=s.code, grade=s.grade, note=s.note) for s in body.symptoms
+        ],
         "vitals": (body.vitals.present() if body.vitals else {}) or None,
         "note": body.note,
     }
@@ -437,7 +439,7 @@ def _advice(catalog: EvaluationCatalog, severity: str | None) -> Advice | None:
 
 def read_reports(session: Session, rows: Sequence[Any]) -> list[ReportRead]:
     """Reports (ORM objects or rows of ``reports``) with their symptoms: one more query."""
-    symptoms: dict[uuid.UUID, list[SymptomRead]] = {r.id: [] for r in rows}
+    symptoms: dict[uuid.UUID, list[ReportedSymptom]] = {r.id: [] for r in rows}
     if rows:
         for report_id, code, grade, note in session.connection().execute(
             select(
@@ -449,7 +451,7 @@ def read_reports(session: Session, rows: Sequence[Any]) -> list[ReportRead]:
             .where(report_symptoms.c.report_id.in_(list(symptoms)))
             .order_by(report_symptoms.c.report_id, report_symptoms.c.symptom_code)
         ):
-            symptoms[report_id].append(SymptomRead(code=code, grade=grade, note=note))
+            symptoms[report_id].append(ReportedSymptom(code=code, grade=grade, note=note))
     return [
         ReportRead(
             id=r.id,

@@ -40,7 +40,18 @@ class HistoryItem(BaseModel):
 
 
 class EvaluateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "drug_codes": ["aldesleukin"],
+                    "baseline_weight_kg": 70.0,
+                    "report": {"vitals": {"systolic_bp": 84, "weight_kg": 74.2}},
+                }
+            ]
+        },
+    )
 
     drug_codes: list[Annotated[str, Field(max_length=64, pattern=CODE_PATTERN)]] = Field(
         default_factory=list, max_length=20
@@ -71,7 +82,11 @@ class PerformanceList(BaseModel):
 
 @router.post("/evaluate")
 def evaluate(body: EvaluateBody, _: Staff, session: SessionDep) -> EvaluateResult:
-    """Dry run: what this report would raise for a patient on these drugs. Nothing is stored."""
+    """Dry-run the rules on a report.
+
+    Staff only: what this report would raise for a patient on these drugs, with an optional history
+    for the trend rules and a baseline weight. Nothing is stored.
+    """
     catalog = evaluation_catalog(session)
     errors = [
         {"loc": ["body", "drug_codes", i], "msg": f"unknown drug '{code}'"}
@@ -150,6 +165,8 @@ class ChangedFinding(BaseModel):
 
 
 class BacktestResult(BaseModel):
+    """How a proposed drug entry would change the findings over the stored reports."""
+
     reports: int = Field(description="Stored reports replayed (recorded in [since, until)).")
     patients: int
     current: Tally
@@ -164,8 +181,12 @@ class BacktestResult(BaseModel):
 
 @router.post("/backtest")
 async def backtest(body: BacktestBody, _: Admin, request: Request) -> BacktestResult:
-    """Replay the stored reports of a window through the current rules and through a proposed
-    drug entry, without storing anything: which findings the change would add or remove."""
+    """Backtest a proposed drug entry.
+
+    Admin only: replays the stored reports of a window (at most 366 days) through today's rules and
+    through the proposed entry, without storing anything, and answers which findings the change
+    would add, remove or change in severity.
+    """
     if body.until <= body.since:
         raise Invalid([{"loc": ["body", "until"], "msg": "must be after since"}])
     if body.until - body.since > MAX_WINDOW:
@@ -181,7 +202,12 @@ async def backtest(body: BacktestBody, _: Admin, request: Request) -> BacktestRe
 
 @router.get("/performance")
 def performance(principal: Staff, session: SessionDep) -> PerformanceList:
-    """Per rule version: how often it fired and how nurses judged it (alert-fatigue evidence)."""
+    """Rule performance.
+
+    Staff only: per rule version over the caller's teams, how often it fired, how many were
+    resolved, and how nurses judged them (`ppv` = confirmed / (confirmed + false alarm)): the
+    evidence for tuning against alert fatigue.
+    """
     query = (
         select(
             Alert.rule_id,
