@@ -102,7 +102,7 @@ def test_last_event_id_replays_exactly_the_missed_events(
     headers = {**tokens.clinician("onc-a"), "Last-Event-ID": last_seen}
     with Stream(first, headers) as resumed:
         wait_for(lambda: len(resumed.events) >= 2, 2, "the replay")
-        wait_for(lambda: resumed.comments >= 2, 3, "heartbeats after the replay")
+        wait_for(lambda: resumed.comments >= 2, 6, "heartbeats after the replay")
     assert [e["event"] for e in resumed.events] == ["alert.acknowledged", "alert.resolved"]
     assert all(int(e["id"]) > int(last_seen) for e in resumed.events)
     # The alert as the process read it, at or after the event.
