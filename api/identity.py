@@ -91,6 +91,15 @@ class JWKSVerifier:
             raise jwt.InvalidTokenError("the token names an unknown signing key")
         return key
 
+    def needs_fetch(self, token: str) -> bool:
+        """Whether verifying ``token`` would ask the provider first (then: not on the loop)."""
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError:
+            return False
+        age = monotonic() - self._fetched_at
+        return age >= self._cache_s or (kid not in self._keys and age >= self._refetch_s)
+
     def verify(self, token: str) -> dict[str, Any]:
         header = jwt.get_unverified_header(token)
         if header.get("alg") not in self.algorithms:
@@ -123,6 +132,13 @@ class EitherVerifier:
     def __init__(self, jwks: JWKSVerifier, hs256: HS256Verifier | None) -> None:
         self._jwks = jwks
         self._hs256 = hs256
+
+    def needs_fetch(self, token: str) -> bool:
+        try:
+            alg = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError:
+            return False
+        return not (alg == "HS256" and self._hs256 is not None) and self._jwks.needs_fetch(token)
 
     def verify(self, token: str) -> dict[str, Any]:
         alg = jwt.get_unverified_header(token).get("alg")

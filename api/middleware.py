@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.db import WRITE_INTENT
 from api.errors import PROBLEM_JSON, Unauthorized
-from api.security import principal_from_token
+from api.security import verify_token
 
 access_log = logging.getLogger("api.access")
 log = logging.getLogger("api.middleware")
@@ -156,7 +156,7 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
-        key = _limit_key(scope)
+        key = await _limit_key(scope)
         try:
             allowed = await self.limiter.hit(self.item, key)
             stats = None if allowed else await self.limiter.get_window_stats(self.item, key)
@@ -176,14 +176,14 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send)
 
 
-def _limit_key(scope: Scope) -> str:
+async def _limit_key(scope: Scope) -> str:
     """``sub:<digest>`` for a valid token, else ``addr:<client address>``."""
     header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
     if header is not None:
         scheme, token = get_authorization_scheme_param(header.decode("latin-1"))
         if scheme.lower() == "bearer" and token:
             try:
-                principal = principal_from_token(scope["app"].state.token_verifier, token)
+                principal = await verify_token(scope["app"].state.token_verifier, token)
             except Unauthorized:
                 pass
             else:

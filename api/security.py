@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 import jwt
 from fastapi import Depends, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
@@ -110,6 +111,15 @@ def principal_from_token(verifier: TokenVerifier, token: str) -> Principal:
     return Principal(claims.sub, claims.role, claims.patient_id, frozenset(claims.teams))
 
 
+async def verify_token(verifier: TokenVerifier, token: str) -> Principal:
+    """``principal_from_token``, in a worker thread when the verifier must first ask the
+    identity provider for keys (blocking I/O that must not stall the event loop)."""
+    needs_fetch = getattr(verifier, "needs_fetch", None)
+    if needs_fetch is not None and needs_fetch(token):
+        return await run_in_threadpool(principal_from_token, verifier, token)
+    return principal_from_token(verifier, token)
+
+
 def mint_token(
     settings: Settings,
     *,
@@ -151,7 +161,7 @@ async def current_principal(
     if verified is not None and verified[0] == credentials.credentials:
         principal = verified[1]
     else:
-        principal = principal_from_token(request.app.state.token_verifier, credentials.credentials)
+        principal = await verify_token(request.app.state.token_verifier, credentials.credentials)
         state["verified_token"] = (credentials.credentials, principal)
     request.state.principal = principal
     return principal

@@ -208,3 +208,24 @@ def test_no_key_confusion_and_no_shared_secret_unless_set(
         # with no JWT_SECRET the development key signs nothing that is accepted
         dev = jwt.encode(claims | {"role": "admin"}, "x" * 40, algorithm="HS256")
         assert status(client, dev) == 401
+
+
+def test_a_key_fetch_runs_off_the_event_loop(
+    database_url: str, provider: Provider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asking the provider is blocking I/O: it runs in a worker thread, never on the loop."""
+    threads: list[str] = []
+    fetch = identity.JWKSVerifier._fetch
+
+    def recording_fetch(self: identity.JWKSVerifier) -> None:
+        threads.append(threading.current_thread().name)
+        fetch(self)
+
+    monkeypatch.setattr(identity.JWKSVerifier, "_fetch", recording_fetch)
+    with client_for(database_url, provider, jwt_jwks_refetch_s=0) as client:
+        loop_thread = client.portal.call(lambda: threading.current_thread().name)
+        assert status(client, provider.token("k1")) == 200
+        provider.add("k2")
+        assert status(client, provider.token("k2")) == 200
+    assert len(threads) == 2
+    assert loop_thread not in threads
