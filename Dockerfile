@@ -9,13 +9,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so a source change does not reinstall them.
-COPY pyproject.toml README.md ./
-RUN mkdir -p api && touch api/__init__.py \
-    && pip install . \
-    && pip uninstall -y symptom-tracker \
-    && rm -rf api
+# Dependencies first, so a source change does not reinstall them: exactly the locked versions,
+# checked against their hashes.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 
+COPY pyproject.toml README.md ./
 COPY api ./api
 COPY migrations ./migrations
 COPY alembic.ini ./

@@ -5,12 +5,14 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install migrate lint bench clean
+.PHONY: run test install migrate lint bench clean lock
 
-$(VENV)/.installed: pyproject.toml
+# Exactly the versions (and hashes) of requirements-dev.lock; `make lock` regenerates the locks
+# from pyproject.toml.
+$(VENV)/.installed: pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 install: $(VENV)/.installed
@@ -38,6 +40,12 @@ lint: install
 
 bench: install
 	$(PY) bench/run.py
+
+LOCK := $(PY) -m piptools compile --quiet --generate-hashes --strip-extras --no-emit-index-url \
+	--no-emit-find-links --allow-unsafe
+lock: install
+	$(LOCK) -o requirements.lock pyproject.toml
+	$(LOCK) --extra dev -o requirements-dev.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) *.db *.db-wal *.db-shm
