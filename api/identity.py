@@ -18,7 +18,7 @@ from typing import Any
 
 import jwt
 
-from api.security import HS256Verifier, TokenVerifier, check_times
+from api.security import HS256Verifier, TokenVerifier, decode_checked
 from api.settings import Settings
 
 ALGORITHMS = ("RS256", "ES256")
@@ -59,10 +59,6 @@ class JWKSVerifier:
         self._client = jwt.PyJWKClient(
             settings.jwt_jwks_url, cache_jwk_set=False, cache_keys=False, timeout=3
         )
-        self._issuer = settings.jwt_issuer
-        self._audience = settings.jwt_audience
-        self._leeway = settings.jwt_leeway_seconds
-        self._max_lifetime = settings.jwt_max_lifetime_s
         self._cache_s = settings.jwt_jwks_cache_s
         self._refetch_s = settings.jwt_jwks_refetch_s
         self._settings = settings
@@ -108,21 +104,7 @@ class JWKSVerifier:
         if not isinstance(kid, str) or not kid:
             raise jwt.InvalidTokenError("the token names no signing key")
         key = self.signing_key(kid)
-        required = ["exp", "sub"]
-        if self._issuer:
-            required.append("iss")
-        if self._audience:
-            required.append("aud")
-        claims = jwt.decode(
-            token,
-            key.key,
-            algorithms=[header["alg"]],
-            issuer=self._issuer,
-            audience=self._audience,
-            leeway=self._leeway,
-            options={"require": required, "verify_aud": bool(self._audience)},
-        )
-        check_times(claims, self._max_lifetime, self._leeway)
+        claims = decode_checked(token, key.key, [header["alg"]], self._settings)
         return map_claims(claims, self._settings)
 
 

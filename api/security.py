@@ -61,28 +61,30 @@ class HS256Verifier:
 
     def __init__(self, settings: Settings) -> None:
         self._key = settings.effective_jwt_secret
-        self._issuer = settings.jwt_issuer
-        self._audience = settings.jwt_audience
-        self._leeway = settings.jwt_leeway_seconds
-        self._max_lifetime = settings.jwt_max_lifetime_s
+        self._settings = settings
 
     def verify(self, token: str) -> dict[str, Any]:
-        required = ["exp", "sub"]
-        if self._issuer:
-            required.append("iss")
-        if self._audience:
-            required.append("aud")
-        claims = jwt.decode(
-            token,
-            self._key,
-            algorithms=list(self.algorithms),
-            issuer=self._issuer,
-            audience=self._audience,
-            leeway=self._leeway,
-            options={"require": required, "verify_aud": bool(self._audience)},
-        )
-        check_times(claims, self._max_lifetime, self._leeway)
-        return claims
+        return decode_checked(token, self._key, list(self.algorithms), self._settings)
+
+
+def decode_checked(
+    token: str, key: Any, algorithms: list[str], settings: Settings
+) -> dict[str, Any]:
+    """The token's claims once its signature, ``exp``, ``sub`` and (when set) ``iss``/``aud``
+    hold, and its times are numbers within the longest lifetime."""
+    issuer, audience = settings.jwt_issuer, settings.jwt_audience
+    required = ["exp", "sub", *(["iss"] if issuer else []), *(["aud"] if audience else [])]
+    claims = jwt.decode(
+        token,
+        key,
+        algorithms=algorithms,
+        issuer=issuer,
+        audience=audience,
+        leeway=settings.jwt_leeway_seconds,
+        options={"require": required, "verify_aud": bool(audience)},
+    )
+    check_times(claims, settings.jwt_max_lifetime_s, settings.jwt_leeway_seconds)
+    return claims
 
 
 def check_times(claims: dict[str, Any], max_lifetime: int, leeway: int) -> None:

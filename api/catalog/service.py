@@ -31,9 +31,9 @@ from api.catalog.schemas import (
 )
 from api.catalog.shipped import rule_problems
 from api.errors import Invalid, NotFound
-from api.rules.context import baseline_drugs
-from api.rules.definitions import Policy, RuleDef, WorseningCond
-from api.rules.engine import VersionedRule, iter_leaves
+from api.rules.context import baseline_drugs, history_window
+from api.rules.definitions import Policy, RuleDef
+from api.rules.engine import VersionedRule
 
 POLICY_KEY = "policy"
 # Changed on every catalog write; workers compare it to reuse their parsed copy of the rules.
@@ -302,17 +302,6 @@ def _load_evaluation_catalog(session: Session) -> EvaluationCatalog:
         drug_classes=drug_classes,
         serious_by_drug={k: frozenset(v) for k, v in serious.items()},
         symptom_names=dict(session.execute(select(Symptom.code, Symptom.name)).all()),
-        history_window=timedelta(
-            days=max(
-                (
-                    leaf.worsening.within_days
-                    for versioned in rules
-                    for branch in versioned.rule.branches
-                    for leaf in iter_leaves(branch.when)
-                    if isinstance(leaf, WorseningCond)
-                ),
-                default=0,
-            )
-        ),
+        history_window=history_window(v.rule for v in rules),
         baseline_drugs=baseline_drugs((v.rule for v in rules), drug_classes),
     )

@@ -24,8 +24,8 @@ from api.catalog.service import EvaluationCatalog, check_drug, evaluation_catalo
 from api.patients.models import Patient, Therapy
 from api.reports.models import Report, ReportSymptom
 from api.rules import engine
-from api.rules.context import History, baseline_drugs
-from api.rules.definitions import VITALS, WorseningCond
+from api.rules.context import History, baseline_drugs, history_window
+from api.rules.definitions import VITALS
 
 PAGE = 1000
 # The lists of changed findings stop here; the counts always cover every report.
@@ -124,16 +124,7 @@ def _proposed(catalog: EvaluationCatalog, code: str, entry: DrugBody, owned: lis
         **catalog.serious_by_drug,
         code: frozenset(e.symptom_code for e in entry.side_effects if e.frequency == "serious"),
     }
-    window = max(
-        (
-            timedelta(days=leaf.worsening.within_days)
-            for v in rules
-            for branch in v.rule.branches
-            for leaf in engine.iter_leaves(branch.when)
-            if isinstance(leaf, WorseningCond)
-        ),
-        default=timedelta(0),
-    )
+    window = history_window(v.rule for v in rules)
     return _Rules(
         rules=rules,
         policy=catalog.policy,

@@ -11,7 +11,7 @@ import bisect
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, time, timedelta
 
-from api.rules.definitions import MetricCond, RuleDef
+from api.rules.definitions import MetricCond, RuleDef, WorseningCond
 from api.rules.engine import (
     PRE_DOSE_DAYS,
     PatientContext,
@@ -86,6 +86,22 @@ class History:
             serious_by_drug=serious_by_drug,
             symptom_names=symptom_names,
         )
+
+
+def history_window(rules: Iterable[RuleDef]) -> timedelta:
+    """How far back the trend rules look: the longest worsening window among ``rules``."""
+    return timedelta(
+        days=max(
+            (
+                leaf.worsening.within_days
+                for rule in rules
+                for branch in rule.branches
+                for leaf in iter_leaves(branch.when)
+                if isinstance(leaf, WorseningCond)
+            ),
+            default=0,
+        )
+    )
 
 
 def baseline_drugs(rules: Iterable[RuleDef], drug_classes: Mapping[str, str]) -> dict[str, int]:

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.rules import backtest
+from tests.catalog.test_catalog import own_body
 from tests.conftest import Tokens, World
 
 NOW = datetime.now(UTC)
@@ -19,17 +20,7 @@ URL = "/v1/rules/backtest"
 
 def entry(client: TestClient, headers: dict[str, str], code: str) -> dict[str, Any]:
     """The drug's entry as PUT /v1/drugs/{code} takes it, with its code: today's rules."""
-    drug = client.get(f"/v1/drugs/{code}", headers=headers).json()
-    return {
-        "code": code,
-        "name": drug["name"],
-        "brand_names": drug["brand_names"],
-        "drug_class": drug["drug_class"],
-        "route": drug["route"],
-        "vitals": drug["vitals"],
-        "side_effects": drug["side_effects"],
-        "rules": [r["definition"] for r in drug["rules"] if r["drug_code"] == code],
-    }
+    return {"code": code, **own_body(client, code, headers)}
 
 
 def window(days: int = 30) -> dict[str, str]:
