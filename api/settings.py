@@ -29,7 +29,9 @@ class DatabaseSettings(PoolSettings):
 
     database_url: str = "sqlite:///./symptoms.db"
     db_pool_timeout: float = Field(default=5.0, gt=0)
-    db_statement_timeout_ms: int = Field(default=10_000, ge=0)
+    # No statement of this service needs seconds (the slowest, a backtest page, takes
+    # milliseconds); with the response bound below, a silent database gives 503 within ~7 s.
+    db_statement_timeout_ms: int = Field(default=5_000, ge=0)
     # A connection whose database sends nothing for this long is dropped (503): a silent
     # network must not hang requests. Unset: the statement timeout plus 2 s (or 30 s).
     db_response_timeout_s: float | None = Field(default=None, gt=0)
