@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import ROOT, TEST_SECRET
+from tests.resilience.served import serve
 
 BIN = Path(sys.executable).parent
 # Short enough for "within 2 s" deadlines, on both databases.
@@ -61,33 +62,10 @@ def _env(database_url: str, settings: dict[str, str]) -> dict[str, str]:
 def uvicorn(database_url: str, tmp_path: Path, workers: int = 2, **settings: str) -> Iterator[str]:
     """`uvicorn api.main:app --workers N` on a free port; yields its base URL."""
     port = free_port()
-    log = tmp_path / f"uvicorn-{port}.log"
     cmd = [str(BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--workers", str(workers), "--timeout-graceful-shutdown", "5"]
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            cmd, cwd=ROOT, env=_env(database_url, settings), stdout=out, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "uvicorn did not come up"
-            time.sleep(0.1)
-        yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    with serve(cmd, tmp_path / f"uvicorn-{port}.log", **_env(database_url, settings)) as served:
+        yield served.base
 
 
 @contextlib.contextmanager
