@@ -117,26 +117,33 @@ async def list_alerts(
 
 
 @router.get("/summary")
-def summary(principal: Staff, session: SessionDep) -> SummaryCounts:
+def summary(
+    principal: Staff,
+    session: SessionDep,
+    team: Annotated[str | None, Query(max_length=64, pattern=TEAM_PATTERN)] = None,
+) -> SummaryCounts:
     """Count alerts by severity and status.
 
-    Staff only: the caller's teams' alerts counted by severity and status, and how many are past
-    their follow-up time.
+    Staff only: the caller's teams' alerts (or one of them, `team`) counted by severity and
+    status, and how many are past their follow-up time.
     """
+
+    def mine(query):  # type: ignore[no-untyped-def]
+        query = _scoped(query, principal)
+        return query if team is None else query.where(Alert.care_team == team)
+
     rows = session.execute(
-        _scoped(
+        mine(
             select(Alert.severity, Alert.status, func.count()).group_by(
                 Alert.severity, Alert.status
-            ),
-            principal,
+            )
         )
     ).all()
     overdue = session.scalar(
-        _scoped(
+        mine(
             select(func.count())
             .select_from(Alert)
-            .where(Alert.status.in_(OPEN_STATUSES), Alert.follow_up_due_at < utcnow()),
-            principal,
+            .where(Alert.status.in_(OPEN_STATUSES), Alert.follow_up_due_at < utcnow())
         )
     )
     grid = {s: {st: 0 for st in ("open", "acknowledged", "resolved")} for s in TRIAGE_RANK}

@@ -606,6 +606,17 @@ def test_summary_counts(world: World, client: TestClient, tokens: Tokens) -> Non
     assert a["by_severity"] == {"emergency": 1, "urgent": 2, "routine": 1}
     assert a["by_status"] == {"open": 2, "acknowledged": 1, "resolved": 1}
 
+    # One team of the caller's: the counters of a dashboard filtered to it.
+    one = client.get("/v1/alerts/summary", params={"team": "onc-a"}, headers=tokens.admin())
+    assert one.json() == a
+    both = tokens.clinician("onc-a", "onc-b")
+    assert client.get("/v1/alerts/summary", params={"team": "onc-a"}, headers=both).json() == a
+    # Naming another team's code does not widen a clinician's scope.
+    other = client.get(
+        "/v1/alerts/summary", params={"team": "onc-b"}, headers=tokens.clinician("onc-a")
+    )
+    assert other.json()["total"] == 0
+
     c = client.get("/v1/alerts/summary", headers=tokens.clinician("onc-c")).json()
     assert c["total"] == 0
     assert c["overdue"] == 0

@@ -380,6 +380,21 @@ def test_the_patient_timeline_draws_a_series_per_symptom_and_vital(
     print(f"\nscreenshots: {shots}")
 
 
+def test_the_counters_follow_the_team_filter(world: World, tokens: Tokens, tab: Tab) -> None:
+    _, in_a = emergency(world, "onc-a", display_name="Ann Example")
+    _, in_b = emergency(world, "onc-b", display_name="Bo Example")
+    nurse = tab()
+    page = nurse.open(raw(tokens.clinician("onc-a", "onc-b", sub="float-nurse")))
+    counter = page.locator("#counters li[data-severity=emergency]")
+    expect(page.locator("#alerts-body tr")).to_have_count(2)
+    expect(counter).to_have_attribute("data-count", "2")
+    page.select_option("#f-team", "onc-b")
+    expect(page.locator("#alerts-body tr")).to_have_count(1)
+    expect(counter).to_have_attribute("data-count", "1")
+    assert nurse.row_ids() == [in_b]
+    assert in_a not in nurse.row_ids()
+
+
 # --- who may see it ----------------------------------------------------------------------------
 
 

@@ -328,7 +328,8 @@ async function refreshWorklist({ quiet = false } = {}) {
   try {
     const [pages, summary] = await Promise.all([
       Promise.all(statuses.map((status) => all("/v1/alerts", { ...params, status }, 1000))),
-      api("/v1/alerts/summary"),
+      // The counters follow the team filter, as the list does.
+      api(f.team ? `/v1/alerts/summary?${new URLSearchParams({ team: f.team })}` : "/v1/alerts/summary"),
     ]);
     const alerts = pages.flatMap((p) => p.items).sort(byTriage);
     await loadPatients(alerts.map((a) => a.patient_id));
