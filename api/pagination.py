@@ -56,6 +56,13 @@ def parse_time(value: Any) -> datetime:
     return check_timestamp(parsed)
 
 
+def parse_int_id(value: Any) -> int:
+    """An integer id in a cursor (events, delivery attempts); bools and negatives are refused."""
+    if type(value) is not int or value < 0:
+        raise ValueError("not an id")
+    return value
+
+
 def page_of(items: list[T], limit: int, key: Any) -> Page[T]:
     """``items`` was fetched with limit + 1 rows: the extra one says whether there is more."""
     more = len(items) > limit

@@ -22,7 +22,7 @@ from api.alerts.stream import EventHub, feed
 from api.audit.service import record
 from api.db import SessionDep, read_only, utcnow
 from api.errors import PROBLEM_RESPONSES, Conflict, Invalid, NotFound
-from api.pagination import Cursor, Limit, Page, decode_cursor, page_of, parse_time
+from api.pagination import Cursor, Limit, Page, decode_cursor, page_of, parse_int_id, parse_time
 from api.reports.models import Report
 from api.reports.schemas import ReportRead
 from api.reports.service import read_reports
@@ -315,13 +315,7 @@ def list_events(
         .order_by(AlertEvent.id)
         .limit(limit + 1)
     )
-    if after := decode_cursor(cursor, _event_id):
+    if after := decode_cursor(cursor, parse_int_id):
         query = query.where(AlertEvent.id > after[0])
     items = [AlertEventRead.model_validate(e) for e in session.scalars(query)]
     return page_of(items, limit, lambda e: [e.id])
-
-
-def _event_id(value: object) -> int:
-    if type(value) is not int or value < 0:
-        raise ValueError("not an event id")
-    return value

@@ -17,7 +17,7 @@ from api.errors import PROBLEM_RESPONSES, Invalid, NotFound
 from api.notifications.models import Webhook, WebhookAttempt
 from api.notifications.schemas import DeliveryRead, WebhookCreate, WebhookCreated, WebhookRead
 from api.notifications.secrets import seal
-from api.pagination import Cursor, Limit, Page, decode_cursor, page_of
+from api.pagination import Cursor, Limit, Page, decode_cursor, page_of, parse_int_id
 from api.security import Admin
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=PROBLEM_RESPONSES)
@@ -134,13 +134,7 @@ def list_deliveries(
         .order_by(WebhookAttempt.id.desc())
         .limit(limit + 1)
     )
-    if after := decode_cursor(cursor, _attempt_id):
+    if after := decode_cursor(cursor, parse_int_id):
         query = query.where(WebhookAttempt.id < after[0])
     items = [DeliveryRead.model_validate(a) for a in session.scalars(query)]
     return page_of(items, limit, lambda a: [a.id])
-
-
-def _attempt_id(value: object) -> int:
-    if type(value) is not int or value < 1:
-        raise ValueError("not an attempt id")
-    return value
