@@ -30,13 +30,17 @@ run: migrate
 	@echo ""
 	$(PY) -m api serve --host $(HOST) --port $(PORT)
 
-# The whole suite; DATABASE_URL chooses the database (default: a fresh SQLite file per run).
+# The whole suite; TEST_DATABASE_URL chooses the database (default: a fresh SQLite file per run).
+# Measures the coverage of api/ and fails under [tool.coverage.report] fail_under (pyproject.toml);
+# a bare `pytest` measures nothing and stays fast.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --cov --cov-report=term
 
+# ruff, then mypy on api/ ([tool.mypy] in pyproject.toml); .pre-commit-config.yaml runs the same.
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 bench: install
 	$(PY) bench/run.py
@@ -48,4 +52,4 @@ lock: install
 	$(LOCK) --extra dev -o requirements-dev.lock pyproject.toml
 
 clean:
-	rm -rf $(VENV) *.db *.db-wal *.db-shm
+	rm -rf $(VENV) *.db *.db-wal *.db-shm .coverage .coverage.* .mypy_cache
