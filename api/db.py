@@ -1,32 +1,34 @@
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import partial
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, make_url
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
+    AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from api import pgconn
-from api.settings import DatabaseSettings, PoolSettings
+from api.settings import DatabaseSettings
 
-T = TypeVar("T")
-
+# At DEBUG, aiosqlite logs every statement with its parameters: patient data.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -36,11 +38,6 @@ NAMING_CONVENTION = {
 }
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
-
-
-# Whether the current request may write (set per request from its method); SQLite uses it to take
-# the write lock up front only where a write follows.
-WRITE_INTENT: ContextVar[bool] = ContextVar("write_intent", default=True)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -76,22 +73,10 @@ def utcnow() -> datetime:
 
 
 def make_engine(settings: DatabaseSettings) -> Engine:
+    """A synchronous engine, for what runs outside the service: migrations and test set-up."""
     url = settings.database_url
     if url.startswith("sqlite"):
-        # An in-memory database lives in one connection: no pool to size there.
-        in_memory = make_url(url).database in (None, "", ":memory:")
-        pool: dict[str, Any] = (
-            {}
-            if in_memory
-            else {
-                "pool_size": settings.db_pool_size,
-                "max_overflow": settings.db_max_overflow,
-                "pool_timeout": settings.db_pool_timeout,
-            }
-        )
-        engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, **pool
-        )
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _configure_sqlite(engine)
         return engine
     engine = create_engine(url, **_server_options(settings))
@@ -104,19 +89,37 @@ def make_engine(settings: DatabaseSettings) -> Engine:
     return engine
 
 
-def make_async_engine(settings: DatabaseSettings) -> AsyncEngine | None:
-    """PostgreSQL's engine for the hot paths (psycopg's asyncio side); None on SQLite.
+def async_url(url: str) -> URL:
+    """The service's URL with its asyncio driver: aiosqlite for SQLite, psycopg for PostgreSQL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    return parsed.set(drivername="postgresql+psycopg")
 
-    Its pool waits on the event loop: a request waiting for a connection or for the database
-    holds no thread, and no worker thread fights the event loop for the GIL per round trip.
-    """
-    if settings.database_url.startswith("sqlite"):
-        return None
+
+def make_async_engine(settings: DatabaseSettings) -> AsyncEngine:
+    """The service's one engine. Its pool waits on the event loop: a request waiting for a
+    connection or for the database holds no thread."""
+    url = async_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        # An in-memory database lives in one connection: no pool to size there.
+        pool: dict[str, Any] = (
+            {}
+            if url.database in (None, "", ":memory:")
+            else {
+                "pool_size": settings.db_pool_size,
+                "max_overflow": settings.db_max_overflow,
+                "pool_timeout": settings.db_pool_timeout,
+            }
+        )
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **pool)
+        _configure_sqlite(engine.sync_engine)
+        return engine
     options = _server_options(settings)
     options["connect_args"]["async_creator_fn"] = partial(
         pgconn.connect_async, settings.db_response_timeout
     )
-    return create_async_engine(settings.database_url, **options)
+    return create_async_engine(url, **options)
 
 
 def _server_options(settings: DatabaseSettings) -> dict[str, Any]:
@@ -141,8 +144,12 @@ def _server_options(settings: DatabaseSettings) -> dict[str, Any]:
     }
 
 
+# Execution option of the read engine: SQLite begins its transactions deferred there.
+_DEFERRED = "sqlite_deferred"
+
+
 def _configure_sqlite(engine: Engine) -> None:
-    # pysqlite's own transaction handling defers BEGIN and cannot take the write lock up front;
+    # The driver's own transaction handling defers BEGIN and cannot take the write lock up front;
     # BEGIN IMMEDIATE makes writers queue on busy_timeout instead of failing with "locked".
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -157,44 +164,82 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Reads stay deferred: under WAL they run beside the one writer instead of queueing.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if WRITE_INTENT.get() else "BEGIN")
+        deferred = conn.get_execution_options().get(_DEFERRED, False)
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
-class Sessions:
-    """Session factories of one app: reads on PostgreSQL run without a transaction."""
+class Database:
+    """The service's way into its database: one engine, a write and a read session, and one
+    first-come, first-served gate in front of both.
 
-    def __init__(self, engine: Engine) -> None:
-        self.write = sessionmaker(engine, expire_on_commit=False)
-        # Under READ COMMITTED every statement has its own snapshot anyway; autocommit saves a
-        # read its BEGIN and COMMIT round trips. SQLite keeps its (deferred) transaction.
-        read_engine = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if engine.dialect.name == "postgresql"
-            else engine
+    Made on the event loop that serves (an asyncio pool belongs to one loop) and closed there.
+    """
+
+    def __init__(self, settings: DatabaseSettings, bind: AsyncConnection | None = None) -> None:
+        self.engine = make_async_engine(settings) if bind is None else bind.engine
+        self.dialect = self.engine.dialect.name
+        capacity = settings.db_pool_size + settings.db_max_overflow
+        if bind is not None:
+            # Every session on one connection inside its transaction, each in a savepoint: what
+            # a test writes is rolled back with that transaction. One user at a time.
+            self.writer = self.reader = async_sessionmaker(
+                bind=bind, expire_on_commit=False, join_transaction_mode="create_savepoint"
+            )
+            capacity = 1
+        else:
+            self.writer = async_sessionmaker(self.engine, expire_on_commit=False)
+            # PostgreSQL under READ COMMITTED gives every statement its own snapshot anyway:
+            # autocommit saves a read its BEGIN and COMMIT round trips. SQLite keeps a deferred
+            # transaction, which under WAL runs beside the one writer.
+            read_engine = self.engine.execution_options(
+                **(
+                    {"isolation_level": "AUTOCOMMIT"}
+                    if self.dialect == "postgresql"
+                    else {_DEFERRED: True}
+                )
+            )
+            self.reader = async_sessionmaker(read_engine, expire_on_commit=False)
+        self._read_engine = self.engine.execution_options(
+            **({} if self.dialect == "postgresql" else {_DEFERRED: True})
         )
-        self.read = sessionmaker(read_engine, expire_on_commit=False)
-        self.autocommit_reads = read_engine is not engine
-
-
-class AsyncSessions:
-    """Session factories of the asyncio engine, behind one first-come, first-served gate."""
-
-    def __init__(self, engine: AsyncEngine, capacity: int, timeout: float) -> None:
-        self.engine = engine
-        self.write = async_sessionmaker(engine, expire_on_commit=False)
-        # As for threaded reads: autocommit saves a read its BEGIN and COMMIT round trips.
-        self.read = async_sessionmaker(
-            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-        )
+        self._bind = bind
         # The asyncio pool gives a returned connection to whoever asks first, so under load a
         # waiting request can be passed over again and again (p99 in seconds); waiting here
-        # serves requests in the order they came.
+        # serves requests in the order they came, and 503s them after the pool timeout.
         self.gate = anyio.CapacityLimiter(capacity)
-        self.timeout = timeout
+        self.timeout = settings.db_pool_timeout
+
+    @classmethod
+    @asynccontextmanager
+    async def opened(cls, settings: DatabaseSettings) -> AsyncIterator[Database]:
+        db = cls(settings)
+        try:
+            yield db
+        finally:
+            await db.close()
+
+    @classmethod
+    @asynccontextmanager
+    async def rolled_back(cls, settings: DatabaseSettings) -> AsyncIterator[Database]:
+        """A database whose every change is rolled back at the end (tests)."""
+        engine = make_async_engine(settings)
+        try:
+            async with engine.connect() as conn:
+                outer = await conn.begin()
+                try:
+                    yield cls(settings, bind=conn)
+                finally:
+                    await outer.rollback()
+        finally:
+            await engine.dispose()
+
+    async def close(self) -> None:
+        if self._bind is None:
+            await self.engine.dispose()
 
     @asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
-        """A place among the requests using the database; 503 "busy" after the pool timeout."""
+        """A place among the users of the database; "busy" (503) after the pool timeout."""
         try:
             with anyio.fail_after(self.timeout):
                 await self.gate.acquire()
@@ -205,84 +250,46 @@ class AsyncSessions:
         finally:
             self.gate.release()
 
-
-async def in_transaction(request: Request, work: Callable[..., T], *args: Any) -> T:
-    """Run ``work(session, *args)`` in one transaction, committed before this returns.
-
-    On PostgreSQL it runs on the event loop through the asyncio engine (SQLAlchemy runs the
-    synchronous code and awaits each round trip); on SQLite in one worker-thread hop.
-    """
-    sessions: AsyncSessions | None = getattr(request.app.state, "async_sessions", None)
-    if sessions is None:
-        return await run_in_threadpool(_in_thread, request.app.state.sessions.write, work, *args)
-    async with sessions.turn(), sessions.write() as session, session.begin():
-        return await session.run_sync(work, *args)
-
-
-async def read_only(request: Request, work: Callable[..., T], *args: Any) -> T:
-    """Run ``work(session, *args)`` for a read, the way ``in_transaction`` runs a write.
-
-    PostgreSQL: the asyncio engine in autocommit (each statement its own snapshot, no BEGIN or
-    COMMIT round trips); SQLite: one worker-thread hop in a deferred read transaction.
-    """
-    sessions: AsyncSessions | None = getattr(request.app.state, "async_sessions", None)
-    if sessions is None:
-        return await run_in_threadpool(
-            _read_in_thread, request.app.state.sessions.read, work, *args
-        )
-    async with sessions.turn(), sessions.read() as session:
-        return await session.run_sync(work, *args)
-
-
-def _read_in_thread(factory: sessionmaker[Session], work: Callable[..., T], *args: Any) -> T:
-    with factory() as session:
-        return work(session, *args)
-
-
-def _in_thread(factory: sessionmaker[Session], work: Callable[..., T], *args: Any) -> T:
-    with factory() as session, session.begin():
-        return work(session, *args)
-
-
-async def get_session(request: Request) -> AsyncIterator[Session]:
-    """The request's unit of work: committed when the endpoint returns, rolled back on error.
-
-    Async on purpose: making a Session does no I/O, so only the end of the transaction needs a
-    worker thread; every thread hop costs more than the work it would carry.
-    """
-    sessions: Sessions = request.app.state.sessions
-    if not WRITE_INTENT.get() and sessions.autocommit_reads:
-        session = sessions.read()
-        try:
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        async with self.turn(), self.writer() as session, session.begin():
             yield session
-        finally:
-            # Nothing to commit or roll back: closing only hands the connection back.
-            session.close()
-        return
-    session = sessions.write() if WRITE_INTENT.get() else sessions.read()
-    try:
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """Reads only: no write lock on SQLite, no transaction round trips on PostgreSQL."""
+        async with self.turn(), self.reader() as session:
+            yield session
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A bare connection for the health check and metrics: not behind the gate, so a busy
+        service still reports that its database answers."""
+        if self._bind is not None:
+            async with self.turn():
+                yield self._bind
+            return
+        async with self._read_engine.connect() as conn:
+            yield conn
+
+
+def database(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+async def _write_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with database(request).write() as session:
         yield session
-    except BaseException:
-        await run_in_threadpool(_end, session, commit=False)
-        raise
-    await run_in_threadpool(_end, session, commit=True)
 
 
-def _end(session: Session, *, commit: bool) -> None:
-    try:
-        if commit:
-            session.commit()
-        else:
-            session.rollback()
-    finally:
-        session.close()
+async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with database(request).read() as session:
+        yield session
 
 
-# The transaction ends when the endpoint returns, before the response is sent, so a client never
-# sees a success for data that then failed to commit. At most as many requests hold a session as
-# the pool has connections: the rest wait here without a thread, instead of taking every worker
-# thread while they wait for a connection that a thread-less request holds (pool starvation).
-SessionDep = Annotated[
-    Session,
-    Depends(get_session, scope="function", max_concurrency=PoolSettings().db_capacity),
-]
+# The transaction ends when the endpoint returns, before the response is sent (scope
+# "function"), so a client never sees a success for data that then failed to commit.
+WriteSession = Annotated[AsyncSession, Depends(_write_session, scope="function")]
+ReadSession = Annotated[AsyncSession, Depends(_read_session, scope="function")]

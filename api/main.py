@@ -3,15 +3,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlalchemy import Engine, text
+from sqlalchemy import text
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from api import errors, metrics, openapi, pgconn
 from api.alerts.router import router as alerts_router
@@ -19,7 +20,7 @@ from api.alerts.stream import EventHub
 from api.audit.router import router as audit_router
 from api.catalog.router import router as catalog_router
 from api.dashboard.router import dashboard
-from api.db import AsyncSessions, Sessions, make_async_engine, make_engine
+from api.db import Database, database
 from api.fhir.router import router as fhir_router
 from api.identity import token_verifier
 from api.middleware import (
@@ -36,7 +37,12 @@ from api.rules.router import router as rules_router
 from api.settings import Settings, get_settings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    open_database: Callable[[Settings], AbstractAsyncContextManager[Database]] = Database.opened,
+) -> FastAPI:
+    """The service. ``open_database`` gives the app its database on the serving event loop
+    (the tests pass ``Database.rolled_back``)."""
     if settings is None:
         try:
             settings = get_settings()
@@ -47,19 +53,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Made on the event loop that serves: an asyncio pool belongs to one loop.
-        async_engine = make_async_engine(settings)
-        app.state.async_sessions = (
-            None
-            if async_engine is None
-            else AsyncSessions(async_engine, settings.db_capacity, settings.db_pool_timeout)
-        )
+        async with open_database(settings) as db:
+            app.state.db = db
+            async with _jobs_and_feed(app, settings):
+                yield
+
+    @asynccontextmanager
+    async def _jobs_and_feed(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+        db = app.state.db
         app.state.event_hub = EventHub(app)
         # WORKER_MODE=inline: escalation and webhook delivery run in this process too.
-        jobs = (
-            JobLoop(settings, app.state.sessions.write)
-            if settings.worker_mode == "inline"
-            else None
-        )
+        jobs = JobLoop(settings, db) if settings.worker_mode == "inline" else None
         stopping = anyio.Event()
         job_task = None if jobs is None else asyncio.create_task(jobs.run(stopping))
         try:
@@ -69,10 +73,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if job_task is not None:
                 await job_task
             await app.state.event_hub.stop()
-            app.state.async_sessions = None
-            if async_engine is not None:
-                await async_engine.dispose()
-            app.state.engine.dispose()
 
     app = FastAPI(
         title="Symptom tracking API",
@@ -81,10 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         generate_unique_id_function=openapi.operation_id,
     )
-    engine = make_engine(settings)
     app.state.settings = settings
-    app.state.engine = engine
-    app.state.sessions = Sessions(engine)
     app.state.token_verifier = token_verifier(settings)
 
     errors.install(app)
@@ -128,11 +125,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Bounded twice: each round trip by the deadline (a silent connection is dropped), the
         # whole check (waiting for a pooled connection too) by the outer limit.
         try:
-            with anyio.fail_after(READY_TIMEOUT_S + 1):
-                await anyio.to_thread.run_sync(
-                    _ping, request.app.state.engine, abandon_on_cancel=True
-                )
-        except TimeoutError:
+            with anyio.fail_after(READY_TIMEOUT_S + 1), pgconn.deadline(READY_TIMEOUT_S):
+                async with database(request).connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+        except (TimeoutError, PoolTimeoutError):
             raise errors.Unavailable("The database did not answer in time; retry shortly") from None
         return JSONResponse({"status": "ready"})
 
@@ -155,11 +151,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 READY_TIMEOUT_S = 2.0
-
-
-def _ping(engine: Engine) -> None:
-    with pgconn.deadline(READY_TIMEOUT_S), engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
 
 
 def _configure_logging() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,10 +30,12 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.alerts.models import OPEN_STATUSES, Alert
+from api.db import Database, database
 from api.errors import Unauthorized
 from api.notifications.models import WebhookAttempt
 
@@ -74,9 +76,8 @@ def count_stored(reports: int, alerts: Iterable[dict[str, Any]]) -> None:
 class MetricsMiddleware:
     """Counts and times every HTTP request by its route template."""
 
-    def __init__(self, app: ASGIApp, engine: Engine) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.engine = engine
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,17 +98,41 @@ class MetricsMiddleware:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             REQUESTS.labels(scope["method"], route, str(status)).inc()
             LATENCY.labels(scope["method"], route).observe(time.perf_counter() - start)
-            pool = self.engine.pool
-            if hasattr(pool, "checkedout"):
+            db = getattr(scope["app"].state, "db", None)
+            pool = None if db is None else db.engine.sync_engine.pool
+            if pool is not None and hasattr(pool, "checkedout"):
                 POOL_CHECKED_OUT.set(pool.checkedout())
                 POOL_SIZE.set(pool.size())
 
 
 class _DatabaseCollector(Collector):
-    """What the database says, read at scrape time."""
+    """What the database said at scrape time."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, rows: Sequence[Any], late: int, escalated: int, deliveries: Sequence[Any]):
+        self.rows, self.late, self.escalated, self.deliveries = rows, late, escalated, deliveries
+
+    @classmethod
+    async def read(cls, conn: AsyncConnection) -> _DatabaseCollector:
+        now = datetime.now(UTC)
+        rows = (
+            await conn.execute(
+                select(Alert.severity, Alert.status, func.count())
+                .where(Alert.status.in_(OPEN_STATUSES))
+                .group_by(Alert.severity, Alert.status)
+            )
+        ).all()
+        late = await conn.scalar(
+            select(func.count()).where(
+                Alert.status.in_(OPEN_STATUSES), Alert.follow_up_due_at < now
+            )
+        )
+        escalated = await conn.scalar(select(func.count()).where(Alert.escalated_at.is_not(None)))
+        deliveries = (
+            await conn.execute(
+                select(WebhookAttempt.outcome, func.count()).group_by(WebhookAttempt.outcome)
+            )
+        ).all()
+        return cls(rows, late or 0, escalated or 0, deliveries)
 
     def collect(self) -> Iterable[Any]:
         open_alerts = GaugeMetricFamily(
@@ -115,52 +140,30 @@ class _DatabaseCollector(Collector):
             "Alerts open or acknowledged",
             labels=("severity", "status"),
         )
+        for severity, status, n in self.rows:
+            open_alerts.add_metric([severity, status], n)
         overdue = GaugeMetricFamily(
             f"{PREFIX}_alerts_overdue", "Open or acknowledged alerts past follow_up_due_at"
         )
+        overdue.add_metric([], self.late)
         escalated = CounterMetricFamily(
             f"{PREFIX}_alerts_escalated", "Alerts escalated (nobody acknowledged in time)"
         )
-        now = datetime.now(UTC)
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(Alert.severity, Alert.status, func.count())
-                .where(Alert.status.in_(OPEN_STATUSES))
-                .group_by(Alert.severity, Alert.status)
-            ).all()
-            late = conn.scalar(
-                select(func.count()).where(
-                    Alert.status.in_(OPEN_STATUSES), Alert.follow_up_due_at < now
-                )
-            )
-            escalated_count = conn.scalar(
-                select(func.count()).where(Alert.escalated_at.is_not(None))
-            )
-            deliveries = _deliveries(conn)
-        for severity, status, n in rows:
-            open_alerts.add_metric([severity, status], n)
-        overdue.add_metric([], late or 0)
-        escalated.add_metric([], escalated_count or 0)
+        escalated.add_metric([], self.escalated)
+        deliveries = CounterMetricFamily(
+            f"{PREFIX}_webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, retrying, failed)",
+            labels=("outcome",),
+        )
+        for outcome, n in self.deliveries:
+            deliveries.add_metric([outcome], n)
         yield open_alerts
         yield overdue
         yield escalated
         yield deliveries
 
 
-def _deliveries(conn: Any) -> CounterMetricFamily:
-    family = CounterMetricFamily(
-        f"{PREFIX}_webhook_deliveries",
-        "Webhook delivery attempts by outcome (delivered, retrying, failed)",
-        labels=("outcome",),
-    )
-    for outcome, n in conn.execute(
-        select(WebhookAttempt.outcome, func.count()).group_by(WebhookAttempt.outcome)
-    ):
-        family.add_metric([outcome], n)
-    return family
-
-
-def exposition(engine: Engine) -> bytes:
+async def exposition(db: Database) -> bytes:
     if MULTIPROCESS:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
@@ -168,14 +171,14 @@ def exposition(engine: Engine) -> bytes:
     else:
         own = generate_latest(REGISTRY)
     database = CollectorRegistry()
-    database.register(_DatabaseCollector(engine))
+    async with db.connect() as conn:
+        database.register(await _DatabaseCollector.read(conn))
     return own + generate_latest(database)
 
 
 def install(app: FastAPI, metrics_token: str | None) -> None:
     """``GET /metrics`` (bearer ``METRICS_TOKEN`` when set) and the request counters."""
-    engine: Engine = app.state.engine
-    app.add_middleware(MetricsMiddleware, engine=engine)
+    app.add_middleware(MetricsMiddleware)
 
     @app.get(
         "/metrics",
@@ -183,7 +186,7 @@ def install(app: FastAPI, metrics_token: str | None) -> None:
         response_class=Response,
         responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
     )
-    def metrics(request: Request) -> Response:
+    async def metrics(request: Request) -> Response:
         """Prometheus metrics.
 
         Request counts and latency by route template, reports stored, alerts raised by severity and
@@ -194,4 +197,4 @@ def install(app: FastAPI, metrics_token: str | None) -> None:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {metrics_token}".encode()):
                 raise Unauthorized("/metrics needs the METRICS_TOKEN bearer token")
-        return Response(exposition(engine), media_type=CONTENT_TYPE_LATEST)
+        return Response(await exposition(database(request)), media_type=CONTENT_TYPE_LATEST)

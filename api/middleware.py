@@ -17,7 +17,6 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.db import WRITE_INTENT
 from api.errors import PROBLEM_JSON, Unauthorized
 from api.security import verify_token
 
@@ -217,7 +216,6 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = _incoming_request_id(scope) or uuid.uuid4().hex
-        WRITE_INTENT.set(scope["method"] not in ("GET", "HEAD", "OPTIONS"))
         start = time.perf_counter()
         status = 500
 
@@ -251,7 +249,7 @@ class RequestContextMiddleware:
             )
 
 
-def _incoming_request_id(scope: dict[str, Any]) -> str | None:
+def _incoming_request_id(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             candidate = value.decode("latin-1")

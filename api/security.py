@@ -12,9 +12,9 @@ from fastapi import Depends, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.db import SessionDep
+from api.db import ReadSession, WriteSession
 from api.errors import Forbidden, NotFound, Unauthorized
 from api.patients.models import Patient
 from api.settings import Settings
@@ -195,23 +195,30 @@ def can_see_patient(principal: Principal, patient_id: uuid.UUID, care_team: str)
     return care_team in principal.teams
 
 
-def patient_in_scope(
-    patient_id: uuid.UUID,
-    principal: CurrentPrincipal,
-    session: SessionDep,
+async def scoped_patient(
+    session: AsyncSession, patient_id: uuid.UUID, principal: Principal
 ) -> Patient:
-    """The patient of the path, if the caller may see it; otherwise 404 (no existence leak)."""
-    return scoped_patient(session, patient_id, principal)
-
-
-def scoped_patient(session: Session, patient_id: uuid.UUID, principal: Principal) -> Patient:
-    return _visible(session.get(Patient, patient_id), principal)
-
-
-def _visible(patient: Patient | None, principal: Principal) -> Patient:
+    """The patient, if the caller may see it; otherwise 404 (no existence leak)."""
+    patient = await session.get(Patient, patient_id)
     if patient is None or not can_see_patient(principal, patient.id, patient.care_team):
         raise NotFound("No such patient")
     return patient
 
 
-ScopedPatient = Annotated[Patient, Depends(patient_in_scope)]
+# The patient of the path, if the caller may see it, checked on the session the endpoint names
+# (FastAPI resolves a dependency once per request: no second connection): for an endpoint that
+# reads (with ReadSession), and one that writes (with WriteSession).
+async def _read_patient(
+    patient_id: uuid.UUID, principal: CurrentPrincipal, session: ReadSession
+) -> Patient:
+    return await scoped_patient(session, patient_id, principal)
+
+
+async def _write_patient(
+    patient_id: uuid.UUID, principal: CurrentPrincipal, session: WriteSession
+) -> Patient:
+    return await scoped_patient(session, patient_id, principal)
+
+
+ReadPatient = Annotated[Patient, Depends(_read_patient)]
+WritePatient = Annotated[Patient, Depends(_write_patient)]

@@ -11,23 +11,16 @@ DEV_JWT_SECRET = "development-only-secret-not-for-production-use"  # noqa: S105
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", DEV_JWT_SECRET}
 
 
-class PoolSettings(BaseSettings):
-    """Connection pool size per worker process; read at import to size the request limiter."""
+class DatabaseSettings(BaseSettings):
+    """What reaching the database takes, and nothing more: migrations read only this."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
+    database_url: str = "sqlite:///./symptoms.db"
+    # Connections per worker process; requests beyond them wait their turn (first come, first
+    # served) for at most db_pool_timeout, then get 503.
     db_pool_size: int = Field(default=4, ge=1)
     db_max_overflow: int = Field(default=4, ge=0)
-
-    @property
-    def db_capacity(self) -> int:
-        return self.db_pool_size + self.db_max_overflow
-
-
-class DatabaseSettings(PoolSettings):
-    """What reaching the database takes, and nothing more: migrations read only this."""
-
-    database_url: str = "sqlite:///./symptoms.db"
     db_pool_timeout: float = Field(default=5.0, gt=0)
     # No statement of this service needs seconds (the slowest, a backtest page, takes
     # milliseconds); with the response bound below, a silent database gives 503 within ~7 s.

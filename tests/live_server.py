@@ -39,5 +39,4 @@ def live_server(database_url: str, **settings: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
-        app.state.engine.dispose()
         assert not thread.is_alive(), "the live server did not stop"

@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert, text
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.alerts.models import AlertEvent
 
@@ -39,7 +40,7 @@ CHANNEL = "alert_events"
 # An arbitrary constant that names "the event writers" among advisory locks.
 _EVENT_LOCK_KEY = 0x616C657274  # "alert"
 
-_insert = insert(AlertEvent.__table__)
+_insert = insert(AlertEvent)
 # One round trip: the lock, and the notification (queued now, sent at commit, folded into one
 # per transaction).
 _lock_and_notify = text(
@@ -47,13 +48,13 @@ _lock_and_notify = text(
 )
 
 
-def write_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+async def write_events(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     """Insert ``rows`` into alert_events in order; call as the transaction's last writes."""
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        conn.execute(_lock_and_notify)
-    conn.execute(_insert, list(rows))
+        await conn.execute(_lock_and_notify)
+    await conn.execute(_insert, list(rows))
 
 
 def event_row(

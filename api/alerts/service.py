@@ -2,20 +2,29 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Uuid, bindparam, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, Uuid, bindparam, func, insert, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from api.alerts.events import event_row, write_events
 from api.alerts.models import OPEN_STATUSES, Alert, AlertEvent
+from api.alerts.schemas import AlertEventRead, AlertRead, SummaryCounts
+from api.audit.service import record
+from api.db import utcnow
+from api.errors import Conflict, NotFound
 from api.rules.definitions import SEVERITY_RANK
 from api.rules.engine import Finding
+from api.security import Principal
+
+SelectT = TypeVar("SelectT", bound="Select[*tuple[Any, ...]]")
 
 TRIAGE_RANK = {"emergency": 0, "urgent": 1, "routine": 2}
 
 alerts = Alert.__table__
+STATUSES = ("open", "acknowledged", "resolved")
 
 # What a re-trigger may change on an open episode (written back with one executemany).
 _MUTABLE = (
@@ -40,16 +49,16 @@ _open_episodes = (
     # makes the resolve either land first (we then open a new episode) or wait.
     .with_for_update()
 )
-_insert_alerts = insert(alerts)
+_insert_alerts = insert(Alert)
 _update_alert = (
-    update(alerts)
+    update(Alert)
     .where(alerts.c.id == bindparam("b_id"))
     .values({name: bindparam(f"b_{name}") for name in _MUTABLE})
 )
 
 
-def raise_alerts(
-    conn: Connection,
+async def raise_alerts(
+    conn: AsyncConnection,
     patient_id: uuid.UUID,
     care_team: str,
     raised: Sequence[tuple[uuid.UUID, Sequence[Finding]]],
@@ -66,7 +75,7 @@ def raise_alerts(
     if not rule_ids:
         return [[] for _ in raised]
     params = {"patient_id": patient_id, "rule_ids": sorted(rule_ids)}
-    rows = conn.execute(_open_episodes, params).mappings()
+    rows = (await conn.execute(_open_episodes, params)).mappings()
     episodes = {row["rule_id"]: dict(row) for row in rows}
     new: dict[uuid.UUID, dict[str, Any]] = {}
     changed: dict[uuid.UUID, dict[str, Any]] = {}
@@ -102,9 +111,9 @@ def raise_alerts(
             mine.append(alert)
         touched.append(mine)
     if new:
-        conn.execute(_insert_alerts, list(new.values()))
+        await conn.execute(_insert_alerts, list(new.values()))
     if changed:
-        conn.execute(
+        await conn.execute(
             _update_alert,
             [
                 {"b_id": a["id"], **{f"b_{name}": a[name] for name in _MUTABLE}}
@@ -112,7 +121,7 @@ def raise_alerts(
             ],
         )
     # Last: the events' ordering lock is held only from here to the commit.
-    write_events(conn, events)
+    await write_events(conn, events)
     return touched
 
 
@@ -168,10 +177,10 @@ def _new_alert(
     }
 
 
-def alerts_of_report(session: Session, report_id: uuid.UUID) -> list[Alert]:
+async def alerts_of_report(session: AsyncSession, report_id: uuid.UUID) -> list[Alert]:
     """The alerts a stored report raised or re-triggered (for an idempotent replay)."""
     return list(
-        session.scalars(
+        await session.scalars(
             select(Alert)
             # A subquery, not a join: one report can write two events of one alert (a
             # re-trigger that also raised the severity), and the alert must come once.
@@ -181,3 +190,183 @@ def alerts_of_report(session: Session, report_id: uuid.UUID) -> list[Alert]:
             .order_by(Alert.triage_rank, Alert.rule_id)
         )
     )
+
+
+# --- the worklist and the alert workflow --------------------------------------------------------
+
+# Severity, escalated before not, due time: the columns of ix_alerts_team_triage.
+QUEUE_ORDER = (Alert.triage_rank, Alert.escalation_rank, Alert.follow_up_due_at, Alert.id)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFilter:
+    status: str | None = None
+    severity: str | None = None
+    patient_id: uuid.UUID | None = None
+    drug_code: str | None = None
+    team: str | None = None
+
+
+def queue_key(alert: AlertRead) -> list[Any]:
+    """An alert's place in the queue, as the cursor carries it."""
+    return [
+        TRIAGE_RANK[alert.severity],
+        0 if alert.escalated_at else 1,
+        alert.follow_up_due_at.isoformat(),
+        str(alert.id),
+    ]
+
+
+def _scoped(query: SelectT, principal: Principal, team: str | None = None) -> SelectT:
+    teams = principal.team_filter()
+    if teams is not None:
+        query = query.where(Alert.care_team.in_(teams))
+    return query if team is None else query.where(Alert.care_team == team)
+
+
+async def queue(
+    session: AsyncSession,
+    principal: Principal,
+    where: QueueFilter,
+    limit: int,
+    after: Sequence[Any] | None,
+) -> list[AlertRead]:
+    """Up to ``limit + 1`` alerts of the caller's teams in triage order, after ``after``."""
+    # Rows, not ORM objects: a page is read-only and the identity map would double its cost.
+    query = _scoped(select(alerts), principal, where.team).order_by(*QUEUE_ORDER)
+    for column, value in (
+        (Alert.status, where.status),
+        (Alert.severity, where.severity),
+        (Alert.patient_id, where.patient_id),
+        (Alert.drug_code, where.drug_code),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if after:
+        query = query.where(tuple_(*QUEUE_ORDER) > tuple_(*after))
+    conn = await session.connection()
+    rows = (await conn.execute(query.limit(limit + 1))).mappings()
+    return [AlertRead.model_validate(dict(row)) for row in rows]
+
+
+async def summary(session: AsyncSession, principal: Principal, team: str | None) -> SummaryCounts:
+    rows = (
+        await session.execute(
+            _scoped(
+                select(Alert.severity, Alert.status, func.count()).group_by(
+                    Alert.severity, Alert.status
+                ),
+                principal,
+                team,
+            )
+        )
+    ).all()
+    overdue = await session.scalar(
+        _scoped(
+            select(func.count())
+            .select_from(Alert)
+            .where(Alert.status.in_(OPEN_STATUSES), Alert.follow_up_due_at < utcnow()),
+            principal,
+            team,
+        )
+    )
+    grid = {s: dict.fromkeys(STATUSES, 0) for s in TRIAGE_RANK}
+    for severity, status, count in rows:
+        grid[severity][status] = count
+    return SummaryCounts(
+        total=sum(sum(v.values()) for v in grid.values()),
+        overdue=overdue or 0,
+        by_severity={s: sum(v.values()) for s, v in grid.items()},
+        by_status={st: sum(grid[s][st] for s in grid) for st in STATUSES},
+        by_severity_and_status=grid,
+    )
+
+
+async def load(session: AsyncSession, principal: Principal, alert_id: uuid.UUID) -> Alert:
+    """The alert, within the caller's teams; 404 outside them."""
+    alert = await session.scalar(_scoped(select(Alert).where(Alert.id == alert_id), principal))
+    if alert is None:
+        raise NotFound("No such alert")
+    return alert
+
+
+async def acknowledge(
+    session: AsyncSession, principal: Principal, alert_id: uuid.UUID, note: str | None
+) -> AlertRead:
+    values = {"acknowledged_at": utcnow(), "acknowledged_by": principal.sub}
+    return await _transition(session, principal, alert_id, ("open",), "acknowledged", note, values)
+
+
+async def resolve(
+    session: AsyncSession,
+    principal: Principal,
+    alert_id: uuid.UUID,
+    note: str,
+    outcome: str | None,
+) -> AlertRead:
+    values = {
+        "resolved_at": utcnow(),
+        "resolved_by": principal.sub,
+        "resolution_note": note,
+        "outcome": outcome,
+    }
+    return await _transition(session, principal, alert_id, OPEN_STATUSES, "resolved", note, values)
+
+
+async def _transition(
+    session: AsyncSession,
+    principal: Principal,
+    alert_id: uuid.UUID,
+    allowed_from: tuple[str, ...],
+    to_status: str,
+    note: str | None,
+    values: dict[str, object],
+) -> AlertRead:
+    alert = await load(session, principal, alert_id)
+    from_status = alert.status
+    # Compare-and-set on the status: of two nurses acting at once, exactly one wins; the other
+    # gets 409 and sees the alert as it now is.
+    result = await session.execute(
+        update(Alert)
+        .where(Alert.id == alert_id, Alert.status.in_(allowed_from))
+        .values(status=to_status, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"An alert that is {from_status} cannot become {to_status}")
+    await record(session, principal, f"alert.{to_status}", "alert", alert_id, {"from": from_status})
+    await session.flush()
+    # Last write of the transaction: the event ordering lock is held only until the commit.
+    event = event_row(
+        alert_id,
+        to_status,
+        utcnow(),
+        actor_sub=principal.sub,
+        actor_role=principal.role,
+        from_status=from_status,
+        to_status=to_status,
+        note=note,
+    )
+    await write_events(await session.connection(), [event])
+    await session.refresh(alert)
+    return AlertRead.model_validate(alert)
+
+
+async def events_of(
+    session: AsyncSession,
+    principal: Principal,
+    alert_id: uuid.UUID,
+    limit: int,
+    after: int | None,
+) -> list[AlertEventRead]:
+    """Up to ``limit + 1`` events of an alert in the caller's teams, in the order they happened."""
+    await load(session, principal, alert_id)
+    query = (
+        select(AlertEvent)
+        .where(AlertEvent.alert_id == alert_id)
+        .order_by(AlertEvent.id)
+        .limit(limit + 1)
+    )
+    if after is not None:
+        query = query.where(AlertEvent.id > after)
+    return [AlertEventRead.model_validate(e) for e in await session.scalars(query)]

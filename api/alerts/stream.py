@@ -23,24 +23,23 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 from fastapi import FastAPI
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, make_url, select
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import ServerSentEvent
 
 from api.alerts.events import CHANNEL
 from api.alerts.models import Alert, AlertEvent
 from api.alerts.schemas import AlertRead
-from api.db import WRITE_INTENT
+from api.db import Database
 
 log = logging.getLogger("api.stream")
-T = TypeVar("T")
 
 alerts = Alert.__table__
 events = AlertEvent.__table__
@@ -60,13 +59,16 @@ class FeedEvent:
     message: bytes
 
 
-def read_events(session: Session, after: int, teams: frozenset[str] | None) -> list[FeedEvent]:
+async def read_events(
+    session: AsyncSession, after: int, teams: frozenset[str] | None
+) -> list[FeedEvent]:
     """Up to a page of events after ``after`` (of ``teams``; None: all), in id order."""
     query = _with_alert.where(events.c.id > after).order_by(events.c.id).limit(PAGE)
     if teams is not None:
         query = query.where(alerts.c.care_team.in_(sorted(teams)))
     out = []
-    for row in session.connection().execute(query).mappings():
+    conn = await session.connection()
+    for row in (await conn.execute(query)).mappings():
         alert = AlertRead.model_validate(dict(row))
         message = ServerSentEvent(
             id=str(row["event_id"]), event=f"alert.{row['action']}", data=_json(alert)
@@ -79,31 +81,20 @@ def _json(alert: AlertRead) -> str:
     return json.dumps(alert.model_dump(mode="json"), separators=(",", ":"))
 
 
-def _newest(session: Session) -> int:
-    return session.connection().scalar(select(func.max(events.c.id))) or 0
+async def _newest(session: AsyncSession) -> int:
+    conn = await session.connection()
+    return await conn.scalar(select(func.max(events.c.id))) or 0
 
 
-def _as_hub(session: Session, work: Callable[..., T], *args: Any) -> T:
-    # The feed's own reads are marked, so what counts a request's statements can leave them out.
-    session.connection(execution_options={"event_hub": True})
-    return work(session, *args)
-
-
-async def run_read(app: FastAPI, work: Callable[..., T], *args: Any) -> T:
-    """A short read outside any request, the way api.db.read_only runs one."""
-    sessions = getattr(app.state, "async_sessions", None)
-    if sessions is None:
-
-        def in_thread() -> T:
-            # A read: on SQLite a deferred BEGIN, beside the writer rather than queued behind it
-            # (this runs outside any request, where the write default would apply).
-            WRITE_INTENT.set(False)
-            with app.state.sessions.read() as session:
-                return work(session, *args)
-
-        return await run_in_threadpool(in_thread)
-    async with sessions.turn(), sessions.read() as session:
-        return await session.run_sync(work, *args)
+@asynccontextmanager
+async def _hub_read(app: FastAPI) -> AsyncIterator[AsyncSession]:
+    """A short read of the hub's own, outside any request."""
+    db: Database = app.state.db
+    async with db.read() as session:
+        # The feed's own reads are marked, so what counts a request's statements can leave them
+        # out.
+        await session.connection(execution_options={"event_hub": True})
+        yield session
 
 
 class EventHub:
@@ -123,7 +114,8 @@ class EventHub:
         async with self._start_lock:
             if self._started:
                 return
-            self.floor = self.latest = await run_read(self.app, _as_hub, _newest)
+            async with _hub_read(self.app) as session:
+                self.floor = self.latest = await _newest(session)
             # Lives as long as the app: ended by stop() from the lifespan.
             self._task = asyncio.get_running_loop().create_task(self._run())
             self._started = True
@@ -173,7 +165,8 @@ class EventHub:
     async def refresh(self) -> None:
         while True:
             after = self.latest
-            new = await run_read(self.app, _as_hub, read_events, after, None)
+            async with _hub_read(self.app) as session:
+                new = await read_events(session, after, None)
             if not new:
                 return
             for event in new:
@@ -212,7 +205,9 @@ async def feed(
         kept = hub.since(after)
         if kept is None:
             # Behind what the hub keeps (a reconnect after a while): read from the database.
-            kept = await run_read(hub.app, read_events, after, teams)
+            db: Database = hub.app.state.db
+            async with db.read() as session:
+                kept = await read_events(session, after, teams)
             if not kept:
                 after = max(after, hub.floor)
                 continue

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy import select, tuple_
 
 from api.audit.models import AuditEvent
-from api.db import SessionDep
+from api.db import ReadSession
 from api.errors import PROBLEM_RESPONSES
 from api.pagination import Cursor, Limit, Page, decode_cursor, page_of, parse_time
 from api.security import Admin
@@ -30,9 +30,9 @@ class AuditRead(BaseModel):
 
 
 @router.get("")
-def list_audit(
+async def list_audit(
     _: Admin,
-    session: SessionDep,
+    session: ReadSession,
     resource_type: Annotated[str | None, Query(max_length=32, pattern=NO_NUL)] = None,
     resource_id: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
     actor: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
@@ -54,6 +54,6 @@ def list_audit(
     if after := decode_cursor(cursor, parse_time, uuid.UUID):
         at, last_id = after
         query = query.where(tuple_(AuditEvent.at, AuditEvent.id) < tuple_(at, last_id))
-    rows = session.scalars(query.limit(limit + 1))
+    rows = await session.scalars(query.limit(limit + 1))
     items = [AuditRead.model_validate(r, from_attributes=True) for r in rows]
     return page_of(items, limit, lambda r: [r.at.isoformat(), str(r.id)])

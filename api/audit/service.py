@@ -4,15 +4,15 @@ import uuid
 from typing import Any
 
 from sqlalchemy import insert
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.audit.models import AuditEvent
 from api.db import utcnow
 from api.security import Principal
 
 
-def record(
-    session: Session,
+async def record(
+    session: AsyncSession,
     principal: Principal,
     action: str,
     resource_type: str,
@@ -20,14 +20,14 @@ def record(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """One row per write, in the write's own transaction: no write without its audit entry."""
-    record_many(session, principal, action, resource_type, [(resource_id, detail)])
+    await record_many(session, principal, action, resource_type, [(resource_id, detail)])
 
 
-_insert_audit = insert(AuditEvent.__table__)
+_insert_audit = insert(AuditEvent)
 
 
-def record_many(
-    session: Session,
+async def record_many(
+    session: AsyncSession,
     principal: Principal,
     action: str,
     resource_type: str,
@@ -38,7 +38,9 @@ def record_many(
         return
     at = utcnow()
     ids = sorted(uuid.uuid4() for _ in entries)  # listed by (at, id): in the order given
-    session.connection().execute(
+    # Core, not the ORM's bulk insert: nothing to track, one executemany.
+    conn = await session.connection()
+    await conn.execute(
         _insert_audit,
         [
             {

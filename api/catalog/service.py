@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ScalarSelect, delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Delete, Row, ScalarSelect, Select, delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.catalog.models import (
     CatalogSetting,
@@ -33,7 +33,7 @@ from api.catalog.shipped import rule_problems
 from api.errors import Invalid, NotFound
 from api.rules.context import baseline_drugs, history_window
 from api.rules.definitions import Policy, RuleDef
-from api.rules.engine import VersionedRule
+from api.rules.engine import VersionedRule, rule_applies_to
 
 POLICY_KEY = "policy"
 # Changed on every catalog write; workers compare it to reuse their parsed copy of the rules.
@@ -49,25 +49,25 @@ def rule_json(rule: RuleDef) -> dict[str, Any]:
     return rule.model_dump(mode="json", exclude_none=True)
 
 
-def list_symptoms(session: Session) -> list[SymptomRead]:
-    rows = session.scalars(select(Symptom).order_by(Symptom.position))
+async def list_symptoms(session: AsyncSession) -> list[SymptomRead]:
+    rows = await session.scalars(select(Symptom).order_by(Symptom.position))
     return [SymptomRead.model_validate(r, from_attributes=True) for r in rows]
 
 
-def list_vitals(session: Session) -> list[Vital]:
-    return list(session.scalars(select(Vital).order_by(Vital.position)))
+async def list_vitals(session: AsyncSession) -> list[Vital]:
+    return list(await session.scalars(select(Vital).order_by(Vital.position)))
 
 
-def list_drugs(session: Session) -> list[DrugRead]:
-    rows = session.scalars(select(Drug).order_by(Drug.code))
+async def list_drugs(session: AsyncSession) -> list[DrugRead]:
+    rows = await session.scalars(select(Drug).order_by(Drug.code))
     return [DrugRead.model_validate(r, from_attributes=True) for r in rows]
 
 
-def get_drug(session: Session, code: str) -> DrugDetail:
-    drug = session.get(Drug, code)
+async def get_drug(session: AsyncSession, code: str) -> DrugDetail:
+    drug = await session.get(Drug, code)
     if drug is None:
         raise NotFound(f"No drug with code '{code}'")
-    effects = session.scalars(
+    effects = await session.scalars(
         select(DrugSideEffect)
         .where(DrugSideEffect.drug_code == code)
         .order_by(DrugSideEffect.position)
@@ -81,7 +81,7 @@ def get_drug(session: Session, code: str) -> DrugDetail:
             severities=sorted({b.severity for b in v.rule.branches}),
             definition=rule_json(v.rule),
         )
-        for v in current_rules(session)
+        for v in await current_rules(session)
         if applies_to_drug(v.rule, drug)
     ]
     return DrugDetail(
@@ -95,16 +95,11 @@ def get_drug(session: Session, code: str) -> DrugDetail:
 
 
 def applies_to_drug(rule: RuleDef, drug: Drug) -> bool:
-    if rule.drug is not None:
-        return rule.drug == drug.code
-    scope = rule.scope
-    if not scope.drugs and not scope.drug_classes:
-        return True
-    return drug.code in scope.drugs or drug.drug_class in scope.drug_classes
+    return rule_applies_to(rule, drug.code, drug.drug_class)
 
 
-def current_rules(session: Session) -> list[VersionedRule]:
-    rows = session.execute(
+async def current_rules(session: AsyncSession) -> list[VersionedRule]:
+    rows = await session.execute(
         select(RuleVersion.definition, RuleVersion.version)
         .join(
             Rule, (Rule.id == RuleVersion.rule_id) & (Rule.current_version == RuleVersion.version)
@@ -115,33 +110,44 @@ def current_rules(session: Session) -> list[VersionedRule]:
     return [VersionedRule(RuleDef.model_validate(d), v) for d, v in rows]
 
 
-def get_policy(session: Session) -> Policy:
-    setting = session.get(CatalogSetting, POLICY_KEY)
+async def get_policy(session: AsyncSession) -> Policy:
+    setting = await session.get(CatalogSetting, POLICY_KEY)
     if setting is None:
         raise RuntimeError("the catalog policy is missing: run `alembic upgrade head`")
     return Policy.model_validate(setting.value)
 
 
-def store_rule(session: Session, rule: RuleDef, *, shipped: bool = False) -> int:
-    """Make ``rule`` the current version of its id; a changed definition gets a new version."""
+def rule_lookup(rule_id: str) -> Select[Rule, str | None, int | None]:
+    """A rule's row, with its current version's content hash and its latest version number."""
+    current_hash = (
+        select(RuleVersion.content_hash)
+        .where(RuleVersion.rule_id == Rule.id, RuleVersion.version == Rule.current_version)
+        .scalar_subquery()
+    )
+    latest = (
+        select(func.max(RuleVersion.version))
+        .where(RuleVersion.rule_id == Rule.id)
+        .scalar_subquery()
+    )
+    return select(Rule, current_hash, latest).where(Rule.id == rule_id)
+
+
+def rule_rows(
+    rule: RuleDef, found: Row[Rule, str | None, int | None] | None, *, shipped: bool = False
+) -> tuple[Rule, list[Rule | RuleVersion]]:
+    """``rule`` made the current version of its id, given what ``rule_lookup`` found: the
+    rule's row (changed in place when it exists) and the rows to add."""
     data = rule_json(rule)
     digest = content_hash(data)
-    row = session.get(Rule, rule.id)
-    if row is None:
+    new: list[Rule | RuleVersion] = []
+    if found is None:
         row = Rule(id=rule.id, drug_code=rule.drug, current_version=1, active=True)
-        session.add(row)
-        session.add(RuleVersion(rule_id=rule.id, version=1, definition=data, content_hash=digest))
+        new += [row, RuleVersion(rule_id=rule.id, version=1, definition=data, content_hash=digest)]
     else:
-        current = session.get(RuleVersion, (rule.id, row.current_version))
-        if current is None or current.content_hash != digest:
-            latest = session.scalar(
-                select(RuleVersion.version)
-                .where(RuleVersion.rule_id == rule.id)
-                .order_by(RuleVersion.version.desc())
-                .limit(1)
-            )
+        row, current_hash, latest = found
+        if current_hash != digest:
             row.current_version = (latest or 0) + 1
-            session.add(
+            new.append(
                 RuleVersion(
                     rule_id=rule.id,
                     version=row.current_version,
@@ -153,13 +159,24 @@ def store_rule(session: Session, rule: RuleDef, *, shipped: bool = False) -> int
         row.drug_code = rule.drug
     if shipped:
         row.shipped_hash = digest
-    session.flush()
+    return row, new
+
+
+async def store_rule(session: AsyncSession, rule: RuleDef, *, shipped: bool = False) -> int:
+    """Make ``rule`` the current version of its id; a changed definition gets a new version."""
+    found = (await session.execute(rule_lookup(rule.id))).one_or_none()
+    row, new = rule_rows(rule, found, shipped=shipped)
+    session.add_all(new)
+    await session.flush()
     return row.current_version
 
 
-def replace_side_effects(session: Session, code: str, effects: Iterable[SideEffect]) -> None:
-    session.execute(delete(DrugSideEffect).where(DrugSideEffect.drug_code == code))
-    session.add_all(
+def clear_side_effects(code: str) -> Delete:
+    return delete(DrugSideEffect).where(DrugSideEffect.drug_code == code)
+
+
+def side_effect_rows(code: str, effects: Iterable[SideEffect]) -> list[DrugSideEffect]:
+    return [
         DrugSideEffect(
             drug_code=code,
             symptom_code=e.symptom_code,
@@ -168,11 +185,18 @@ def replace_side_effects(session: Session, code: str, effects: Iterable[SideEffe
             position=i,
         )
         for i, e in enumerate(effects)
-    )
+    ]
 
 
-def check_drug(
-    session: Session, code: str, body: DrugBody, loc: tuple[str, ...] = ("body",)
+async def replace_side_effects(
+    session: AsyncSession, code: str, effects: Iterable[SideEffect]
+) -> None:
+    await session.execute(clear_side_effects(code))
+    session.add_all(side_effect_rows(code, effects))
+
+
+async def check_drug(
+    session: AsyncSession, code: str, body: DrugBody, loc: tuple[str, ...] = ("body",)
 ) -> list[RuleDef]:
     """Validate a drug's entry against the catalog as a whole; its rules, owned by ``code``.
 
@@ -187,8 +211,8 @@ def check_drug(
             errors.append(
                 {"loc": [*loc, "rules", i, "scope"], "msg": "a drug's rule takes no scope"}
             )
-    symptom_codes = set(session.scalars(select(Symptom.code)))
-    drug_codes = set(session.scalars(select(Drug.code))) | {code}
+    symptom_codes = set(await session.scalars(select(Symptom.code)))
+    drug_codes = set(await session.scalars(select(Drug.code))) | {code}
     seen: set[str] = set()
     for i, effect in enumerate(body.side_effects):
         where = [*loc, "side_effects", i, "symptom_code"]
@@ -200,8 +224,10 @@ def check_drug(
     for problem in rule_problems(rules, symptom_codes, drug_codes):
         errors.append({"loc": [*loc, "rules"], "msg": problem})
     owners = dict(
-        session.execute(
-            select(Rule.id, Rule.drug_code).where(Rule.id.in_([r.id for r in rules]))
+        (
+            await session.execute(
+                select(Rule.id, Rule.drug_code).where(Rule.id.in_([r.id for r in rules]))
+            )
         ).all()
     )
     for i, r in enumerate(rules):
@@ -214,10 +240,10 @@ def check_drug(
     return rules
 
 
-def put_drug(session: Session, code: str, body: DrugBody) -> tuple[DrugDetail, bool]:
+async def put_drug(session: AsyncSession, code: str, body: DrugBody) -> tuple[DrugDetail, bool]:
     """Create or replace a drug with its side effects and its own rules, validated as a whole."""
-    rules = check_drug(session, code, body)
-    drug = session.get(Drug, code)
+    rules = await check_drug(session, code, body)
+    drug = await session.get(Drug, code)
     created = drug is None
     fields = body.model_dump(include={"name", "brand_names", "drug_class", "route", "vitals"})
     if drug is None:
@@ -226,17 +252,18 @@ def put_drug(session: Session, code: str, body: DrugBody) -> tuple[DrugDetail, b
     else:
         for key, value in fields.items():
             setattr(drug, key, value)
-    session.flush()
-    replace_side_effects(session, code, body.side_effects)
+    await session.flush()
+    await replace_side_effects(session, code, body.side_effects)
     for rule in rules:
-        store_rule(session, rule)
+        await store_rule(session, rule)
     # Rules this drug no longer has are retired; their versions stay for the alerts citing them.
-    for row in session.scalars(select(Rule).where(Rule.drug_code == code, Rule.active)):
-        if row.id not in {r.id for r in rules}:
+    kept = {r.id for r in rules}
+    for row in await session.scalars(select(Rule).where(Rule.drug_code == code, Rule.active)):
+        if row.id not in kept:
             row.active = False
-    bump_revision(session)
-    session.flush()
-    return get_drug(session, code), created
+    await bump_revision(session)
+    await session.flush()
+    return await get_drug(session, code), created
 
 
 @dataclass(frozen=True)
@@ -252,12 +279,13 @@ class EvaluationCatalog:
     baseline_drugs: dict[str, int]
 
 
-def bump_revision(session: Session) -> None:
-    row = session.get(CatalogSetting, REVISION_KEY)
-    if row is None:
-        session.add(CatalogSetting(key=REVISION_KEY, value={"id": uuid.uuid4().hex}))
-    else:
-        row.value = {"id": uuid.uuid4().hex}
+def new_revision() -> CatalogSetting:
+    """A new catalog revision, to merge into the session (it replaces the stored one)."""
+    return CatalogSetting(key=REVISION_KEY, value={"id": uuid.uuid4().hex})
+
+
+async def bump_revision(session: AsyncSession) -> None:
+    await session.merge(new_revision())
 
 
 _cache: dict[tuple[str, str], EvaluationCatalog] = {}
@@ -269,39 +297,40 @@ def catalog_revision() -> ScalarSelect[Any]:
     return select(CatalogSetting.value).where(CatalogSetting.key == REVISION_KEY).scalar_subquery()
 
 
-def evaluation_catalog(session: Session, revision: Any = None) -> EvaluationCatalog:
+async def evaluation_catalog(session: AsyncSession, revision: Any = None) -> EvaluationCatalog:
     """What the engine needs from the catalog: no more than the revision (read here unless
     given) while the catalog is unchanged."""
     if revision is None:
-        revision = session.scalar(select(catalog_revision()))
+        revision = await session.scalar(select(catalog_revision()))
     key = (str(session.get_bind().engine.url), (revision or {}).get("id", ""))
     with _cache_lock:
         cached = _cache.get(key)
     if cached is not None:
         return cached
-    catalog = _load_evaluation_catalog(session)
+    catalog = await _load_evaluation_catalog(session)
     with _cache_lock:
         _cache.clear()  # older revisions are of no further use
         _cache[key] = catalog
     return catalog
 
 
-def _load_evaluation_catalog(session: Session) -> EvaluationCatalog:
+async def _load_evaluation_catalog(session: AsyncSession) -> EvaluationCatalog:
     serious: dict[str, set[str]] = {}
-    for drug_code, symptom_code in session.execute(
+    for drug_code, symptom_code in await session.execute(
         select(DrugSideEffect.drug_code, DrugSideEffect.symptom_code).where(
             DrugSideEffect.frequency == "serious"
         )
     ):
         serious.setdefault(drug_code, set()).add(symptom_code)
-    rules = current_rules(session)
-    drug_classes = dict(session.execute(select(Drug.code, Drug.drug_class)).all())
+    rules = await current_rules(session)
+    drug_classes = dict((await session.execute(select(Drug.code, Drug.drug_class))).all())
+    symptom_names = dict((await session.execute(select(Symptom.code, Symptom.name))).all())
     return EvaluationCatalog(
-        policy=get_policy(session),
+        policy=await get_policy(session),
         rules=rules,
         drug_classes=drug_classes,
         serious_by_drug={k: frozenset(v) for k, v in serious.items()},
-        symptom_names=dict(session.execute(select(Symptom.code, Symptom.name)).all()),
+        symptom_names=symptom_names,
         history_window=history_window(v.rule for v in rules),
         baseline_drugs=baseline_drugs((v.rule for v in rules), drug_classes),
     )

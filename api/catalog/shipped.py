@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
@@ -15,6 +15,9 @@ from api.rules.engine import referenced_drugs, referenced_symptoms
 from api.rules.loader import load_rules_file
 
 DATA = Path(__file__).parent / "data"
+
+
+T = TypeVar("T")
 
 
 class CatalogError(ValueError):
@@ -30,10 +33,10 @@ class ShippedCatalog:
     rules: list[RuleDef]
 
 
-def _load_list(name: str, model: type[Any]) -> list[Any]:
+def _load_list(name: str, model: type[T]) -> list[T]:
     raw = yaml.safe_load((DATA / name).read_text(encoding="utf-8"))
     try:
-        return TypeAdapter(list[model]).validate_python(raw)
+        return TypeAdapter(list[model]).validate_python(raw)  # type: ignore[valid-type]
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

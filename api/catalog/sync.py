@@ -1,4 +1,8 @@
-"""Bring the shipped catalog into the database (run by `alembic upgrade head`)."""
+"""Bring the shipped catalog into the database (run by `alembic upgrade head`).
+
+Synchronous: Alembic runs it on its own connection, never the service. It writes the rows the
+service's (asynchronous) catalog writes would, through the same builders in the service.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,13 @@ from sqlalchemy.orm import Session
 from api.catalog.models import CatalogSetting, Drug, Rule, Symptom, Vital
 from api.catalog.service import (
     POLICY_KEY,
-    bump_revision,
+    clear_side_effects,
     content_hash,
-    replace_side_effects,
+    new_revision,
     rule_json,
-    store_rule,
+    rule_lookup,
+    rule_rows,
+    side_effect_rows,
 )
 from api.catalog.shipped import load_shipped_catalog
 
@@ -55,14 +61,16 @@ def sync_shipped_catalog(connection: Connection) -> None:
                     setattr(drug, key, value)
             drug.shipped_hash = digest
             session.flush()
-            replace_side_effects(session, entry.code, entry.side_effects)
+            session.execute(clear_side_effects(entry.code))
+            session.add_all(side_effect_rows(entry.code, entry.side_effects))
 
         shipped_ids = set()
         for rule in catalog.rules:
             shipped_ids.add(rule.id)
-            row = session.get(Rule, rule.id)
-            if row is None or row.shipped_hash != content_hash(rule_json(rule)):
-                store_rule(session, rule, shipped=True)
+            found = session.execute(rule_lookup(rule.id)).one_or_none()
+            if found is None or found[0].shipped_hash != content_hash(rule_json(rule)):
+                session.add_all(rule_rows(rule, found, shipped=True)[1])
+                session.flush()
         for row in session.scalars(select(Rule).where(Rule.shipped_hash.is_not(None))):
             if row.id not in shipped_ids and row.active:
                 row.active = False
@@ -74,5 +82,5 @@ def sync_shipped_catalog(connection: Connection) -> None:
             session.add(CatalogSetting(key=POLICY_KEY, value=policy, shipped_hash=digest))
         elif setting.shipped_hash != digest:
             setting.value, setting.shipped_hash = policy, digest
-        bump_revision(session)
+        session.merge(new_revision())
         session.flush()

@@ -5,10 +5,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from api.db import SessionDep
+from api.db import ReadSession
 from api.errors import PROBLEM_RESPONSES
 from api.fhir import service
-from api.security import ScopedPatient, Staff
+from api.security import ReadPatient, Staff
 from api.types import Timestamp
 
 router = APIRouter(prefix="/v1/patients", tags=["interoperability"], responses=PROBLEM_RESPONSES)
@@ -21,10 +21,10 @@ FHIR_JSON = "application/fhir+json"
     response_class=JSONResponse,
     responses={200: {"content": {FHIR_JSON: {}}, "description": "A FHIR R4 Bundle"}},
 )
-def export_fhir(
+async def export_fhir(
     _: Staff,
-    patient: ScopedPatient,
-    session: SessionDep,
+    patient: ReadPatient,
+    session: ReadSession,
     since: Annotated[
         Timestamp | None, Query(description="Only what was stored or changed at or after this")
     ] = None,
@@ -36,5 +36,5 @@ def export_fhir(
     and UCUM for vitals) and a DetectedIssue per alert. `since` limits it to what was stored or
     changed after a time.
     """
-    bundle = service.export(session, patient, since)
+    bundle = await service.export(session, patient, since)
     return JSONResponse(bundle, media_type=FHIR_JSON)

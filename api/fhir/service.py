@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.alerts.models import Alert
 from api.catalog.models import Drug, Symptom, Vital
@@ -57,15 +58,23 @@ def observation_id(report_id: uuid.UUID, what: str) -> uuid.UUID:
     return uuid.uuid5(_NAMESPACE, f"{report_id}/{what}")
 
 
+@dataclass(frozen=True)
 class _Catalog:
-    def __init__(self, session: Session) -> None:
-        self.symptoms = {s.code: s for s in session.scalars(select(Symptom))}
-        self.vitals = {v.name: v for v in session.scalars(select(Vital))}
-        self.drugs = {d.code: d for d in session.scalars(select(Drug))}
+    symptoms: dict[str, Symptom]
+    vitals: dict[str, Vital]
+    drugs: dict[str, Drug]
+
+    @classmethod
+    async def read(cls, session: AsyncSession) -> _Catalog:
+        return cls(
+            symptoms={s.code: s for s in await session.scalars(select(Symptom))},
+            vitals={v.name: v for v in await session.scalars(select(Vital))},
+            drugs={d.code: d for d in await session.scalars(select(Drug))},
+        )
 
 
-def export(session: Session, patient: Patient, since: datetime | None) -> dict[str, Any]:
-    catalog = _Catalog(session)
+async def export(session: AsyncSession, patient: Patient, since: datetime | None) -> dict[str, Any]:
+    catalog = await _Catalog.read(session)
     therapies = select(Therapy).where(Therapy.patient_id == patient.id)
     reports = select(Report).where(Report.patient_id == patient.id)
     alerts = select(Alert).where(Alert.patient_id == patient.id)
@@ -80,10 +89,10 @@ def export(session: Session, patient: Patient, since: datetime | None) -> dict[s
                 Alert.resolved_at >= since,
             )
         )
-    report_rows = list(session.scalars(reports.order_by(Report.recorded_at, Report.id)))
+    report_rows = list(await session.scalars(reports.order_by(Report.recorded_at, Report.id)))
     symptoms: dict[uuid.UUID, list[ReportSymptom]] = {r.id: [] for r in report_rows}
     if report_rows:
-        for row in session.scalars(
+        for row in await session.scalars(
             select(ReportSymptom)
             .where(ReportSymptom.report_id.in_(list(symptoms)))
             .order_by(ReportSymptom.symptom_code)
@@ -93,13 +102,13 @@ def export(session: Session, patient: Patient, since: datetime | None) -> dict[s
     resources: list[dict[str, Any]] = [_patient(patient)]
     resources += [
         _medication(t, catalog)
-        for t in session.scalars(therapies.order_by(Therapy.started_on, Therapy.id))
+        for t in await session.scalars(therapies.order_by(Therapy.started_on, Therapy.id))
     ]
     for report in report_rows:
         resources += _report(patient, report, symptoms[report.id], catalog)
     resources += [
         _issue(patient, alert)
-        for alert in session.scalars(alerts.order_by(Alert.created_at, Alert.id))
+        for alert in await session.scalars(alerts.order_by(Alert.created_at, Alert.id))
     ]
     return {
         "resourceType": "Bundle",

@@ -22,10 +22,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from api.alerts.events import event_row, write_events
 from api.alerts.models import OPEN_STATUSES, Alert, AlertEvent
@@ -33,20 +33,21 @@ from api.catalog.service import get_policy
 from api.notifications.models import Webhook, WebhookAttempt, WebhookDelivery
 from api.settings import Settings
 
-alerts = Alert.__table__
-events = AlertEvent.__table__
-webhooks = Webhook.__table__
-deliveries = WebhookDelivery.__table__
-attempts = WebhookAttempt.__table__
+# Declarative tables are Tables (typed as the wider FromClause, which insert/update refuse).
+alerts = cast(Table, Alert.__table__)
+events = cast(Table, AlertEvent.__table__)
+webhooks = cast(Table, Webhook.__table__)
+deliveries = cast(Table, WebhookDelivery.__table__)
+attempts = cast(Table, WebhookAttempt.__table__)
 
 # API.md defaults, used where the policy data names no window.
 DEFAULT_ACK_WINDOW_MINUTES = {"emergency": 15, "urgent": 240, "routine": 2880}
 BATCH = 500
 
 
-def ack_windows(session: Session, settings: Settings) -> dict[str, timedelta]:
+async def ack_windows(session: AsyncSession, settings: Settings) -> dict[str, timedelta]:
     """Per severity: the ACK_WINDOW_*_S setting, else the policy data, else the default."""
-    policy = get_policy(session)
+    policy = await get_policy(session)
     windows = {}
     for severity, default in DEFAULT_ACK_WINDOW_MINUTES.items():
         override = getattr(settings, f"ack_window_{severity}_s")
@@ -59,7 +60,7 @@ def ack_windows(session: Session, settings: Settings) -> dict[str, timedelta]:
     return windows
 
 
-def _for_update(query: Any, conn: Connection) -> Any:
+def _for_update(query: Any, conn: AsyncConnection) -> Any:
     # Rows another process is working on are skipped, not waited for (PostgreSQL only; SQLite
     # has a single writer and no row locks).
     if conn.dialect.name == "postgresql":
@@ -67,8 +68,8 @@ def _for_update(query: Any, conn: Connection) -> Any:
     return query
 
 
-def escalate_and_mark_overdue(
-    conn: Connection, now: datetime, windows: dict[str, timedelta]
+async def escalate_and_mark_overdue(
+    conn: AsyncConnection, now: datetime, windows: dict[str, timedelta]
 ) -> int:
     """Escalate open alerts past their acknowledge window, mark unresolved ones past their
     follow-up time overdue; one event each, in this transaction. Returns events written."""
@@ -80,11 +81,13 @@ def escalate_and_mark_overdue(
         )
     )
     pick = _for_update(select(alerts.c.id).where(unacknowledged, past_window).limit(BATCH), conn)
-    escalated = conn.execute(
-        update(alerts)
-        .where(alerts.c.id.in_(pick), unacknowledged)
-        .values(escalated_at=now, escalation_rank=0)
-        .returning(alerts.c.id, alerts.c.severity, alerts.c.status)
+    escalated = (
+        await conn.execute(
+            update(alerts)
+            .where(alerts.c.id.in_(pick), unacknowledged)
+            .values(escalated_at=now, escalation_rank=0)
+            .returning(alerts.c.id, alerts.c.severity, alerts.c.status)
+        )
     ).all()
 
     unresolved = and_(alerts.c.status.in_(OPEN_STATUSES), alerts.c.overdue_at.is_(None))
@@ -92,11 +95,13 @@ def escalate_and_mark_overdue(
         select(alerts.c.id).where(unresolved, alerts.c.follow_up_due_at <= now).limit(BATCH),
         conn,
     )
-    overdue = conn.execute(
-        update(alerts)
-        .where(alerts.c.id.in_(pick), unresolved)
-        .values(overdue_at=now)
-        .returning(alerts.c.id, alerts.c.severity, alerts.c.status)
+    overdue = (
+        await conn.execute(
+            update(alerts)
+            .where(alerts.c.id.in_(pick), unresolved)
+            .values(overdue_at=now)
+            .returning(alerts.c.id, alerts.c.severity, alerts.c.status)
+        )
     ).all()
 
     rows = [
@@ -104,7 +109,7 @@ def escalate_and_mark_overdue(
         for action, changed in (("escalated", escalated), ("overdue", overdue))
         for a in sorted(changed, key=lambda r: str(r.id))
     ]
-    write_events(conn, rows)
+    await write_events(conn, rows)
     return len(rows)
 
 
@@ -157,7 +162,7 @@ def webhook_body(row: Any) -> str:
     )
 
 
-def fan_out(conn: Connection, now: datetime) -> int:
+async def fan_out(conn: AsyncConnection, now: datetime) -> int:
     """Queue a delivery per subscription and matching new event. Returns deliveries queued."""
     newest = select(func.max(events.c.id)).scalar_subquery()
     hooks = _for_update(
@@ -167,12 +172,14 @@ def fan_out(conn: Connection, now: datetime) -> int:
         conn,
     )
     queued = 0
-    for hook in conn.execute(hooks).mappings().all():
+    for hook in (await conn.execute(hooks)).mappings().all():
         rows = (
-            conn.execute(
-                _event_with_alert.where(events.c.id > hook["last_event_id"])
-                .order_by(events.c.id)
-                .limit(BATCH)
+            (
+                await conn.execute(
+                    _event_with_alert.where(events.c.id > hook["last_event_id"])
+                    .order_by(events.c.id)
+                    .limit(BATCH)
+                )
             )
             .mappings()
             .all()
@@ -196,9 +203,9 @@ def fan_out(conn: Connection, now: datetime) -> int:
             if f"alert.{row['action']}" in wanted and (teams is None or row["care_team"] in teams)
         ]
         if batch:
-            conn.execute(insert(deliveries), batch)
+            await conn.execute(insert(deliveries), batch)
             queued += len(batch)
-        conn.execute(
+        await conn.execute(
             update(webhooks)
             .where(webhooks.c.id == hook["id"])
             .values(last_event_id=rows[-1]["event_id"])
@@ -218,8 +225,8 @@ class Leased:
     secret: str
 
 
-def lease_deliveries(
-    conn: Connection, worker: str, now: datetime, hold: timedelta, limit: int
+async def lease_deliveries(
+    conn: AsyncConnection, worker: str, now: datetime, hold: timedelta, limit: int
 ) -> list[Leased]:
     """Take up to ``limit`` due deliveries for ``worker`` until ``now + hold``."""
     free = and_(
@@ -235,24 +242,26 @@ def lease_deliveries(
         .limit(limit),
         conn,
     )
-    taken = conn.execute(
-        update(deliveries)
-        .where(deliveries.c.id.in_(pick), free)
-        .values(leased_by=worker, leased_until=now + hold)
-        .returning(
-            deliveries.c.id,
-            deliveries.c.webhook_id,
-            deliveries.c.event_id,
-            deliveries.c.body,
-            deliveries.c.attempts,
-            deliveries.c.created_at,
+    taken = (
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(pick), free)
+            .values(leased_by=worker, leased_until=now + hold)
+            .returning(
+                deliveries.c.id,
+                deliveries.c.webhook_id,
+                deliveries.c.event_id,
+                deliveries.c.body,
+                deliveries.c.attempts,
+                deliveries.c.created_at,
+            )
         )
     ).all()
     if not taken:
         return []
     hooks = {
         row.id: row
-        for row in conn.execute(
+        for row in await conn.execute(
             select(webhooks.c.id, webhooks.c.url, webhooks.c.secret).where(
                 webhooks.c.id.in_({row.webhook_id for row in taken})
             )
@@ -291,8 +300,8 @@ def backoff(settings: Settings, attempt: int) -> timedelta:
     return timedelta(seconds=min(seconds, settings.webhook_retry_max_s))
 
 
-def record_outcomes(
-    conn: Connection, worker: str, outcomes: list[Outcome], settings: Settings
+async def record_outcomes(
+    conn: AsyncConnection, worker: str, outcomes: list[Outcome], settings: Settings
 ) -> None:
     """Write back what each send gave and release its lease; log every attempt."""
     give_up_after = timedelta(seconds=settings.webhook_retry_for_s)
@@ -310,7 +319,7 @@ def record_outcomes(
         else:
             values["next_attempt_at"] = outcome.at + backoff(settings, attempt)
             result = "retrying"
-        changed = conn.execute(
+        changed = await conn.execute(
             update(deliveries)
             .where(
                 deliveries.c.id == d.id,
@@ -334,13 +343,14 @@ def record_outcomes(
             }
         )
     if log:
-        conn.execute(insert(attempts), log)
+        await conn.execute(insert(attempts), log)
 
 
-def release_leases(conn: Connection, worker: str) -> int:
+async def release_leases(conn: AsyncConnection, worker: str) -> int:
     """Give back every delivery this worker still holds (clean shutdown)."""
-    return conn.execute(
+    result = await conn.execute(
         update(deliveries)
         .where(deliveries.c.leased_by == worker, deliveries.c.status == "pending")
         .values(leased_by=None, leased_until=None)
-    ).rowcount
+    )
+    return result.rowcount

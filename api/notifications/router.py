@@ -8,11 +8,11 @@ import uuid
 
 from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.alerts.models import AlertEvent
 from api.audit.service import record
-from api.db import SessionDep, utcnow
+from api.db import ReadSession, WriteSession, utcnow
 from api.errors import PROBLEM_RESPONSES, Invalid, NotFound
 from api.notifications.models import Webhook, WebhookAttempt
 from api.notifications.schemas import DeliveryRead, WebhookCreate, WebhookCreated, WebhookRead
@@ -23,16 +23,16 @@ from api.security import Admin
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=PROBLEM_RESPONSES)
 
 
-def _load(session: Session, webhook_id: uuid.UUID) -> Webhook:
-    webhook = session.get(Webhook, webhook_id)
+async def _load(session: AsyncSession, webhook_id: uuid.UUID) -> Webhook:
+    webhook = await session.get(Webhook, webhook_id)
     if webhook is None or webhook.deleted_at is not None:
         raise NotFound("No such webhook")
     return webhook
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_webhook(
-    body: WebhookCreate, principal: Admin, session: SessionDep, request: Request
+async def create_webhook(
+    body: WebhookCreate, principal: Admin, session: WriteSession, request: Request
 ) -> WebhookCreated:
     """Subscribe a webhook.
 
@@ -47,7 +47,7 @@ def create_webhook(
     ):
         raise Invalid([{"loc": ["body", "url"], "msg": "must be https:// in production"}])
     # Events from now on: the subscription starts after the newest event already written.
-    newest = session.scalar(select(func.max(AlertEvent.id))) or 0
+    newest = await session.scalar(select(func.max(AlertEvent.id))) or 0
     secret = body.secret or "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     webhook = Webhook(
         url=url,
@@ -59,8 +59,8 @@ def create_webhook(
         last_event_id=newest,
     )
     session.add(webhook)
-    session.flush()
-    record(
+    await session.flush()
+    await record(
         session,
         principal,
         "webhook.created",
@@ -72,8 +72,8 @@ def create_webhook(
 
 
 @router.get("")
-def list_webhooks(
-    principal: Admin, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+async def list_webhooks(
+    principal: Admin, session: ReadSession, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[WebhookRead]:
     """List webhook subscriptions.
 
@@ -84,41 +84,43 @@ def list_webhooks(
     )
     if after := decode_cursor(cursor, uuid.UUID):
         query = query.where(Webhook.id > after[0])
-    items = [WebhookRead.model_validate(w) for w in session.scalars(query)]
+    items = [WebhookRead.model_validate(w) for w in await session.scalars(query)]
     return page_of(items, limit, lambda w: [str(w.id)])
 
 
 @router.get("/{webhook_id}")
-def get_webhook(webhook_id: uuid.UUID, principal: Admin, session: SessionDep) -> WebhookRead:
+async def get_webhook(webhook_id: uuid.UUID, principal: Admin, session: ReadSession) -> WebhookRead:
     """Get a webhook subscription.
 
     Admin only; the secret is not shown.
     """
-    return WebhookRead.model_validate(_load(session, webhook_id))
+    return WebhookRead.model_validate(await _load(session, webhook_id))
 
 
 @router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_webhook(webhook_id: uuid.UUID, principal: Admin, session: SessionDep) -> Response:
+async def delete_webhook(
+    webhook_id: uuid.UUID, principal: Admin, session: WriteSession
+) -> Response:
     """Delete a webhook subscription.
 
     Admin only. Nothing more is delivered to it; its delivery log stays readable.
     """
-    _load(session, webhook_id)
+    await _load(session, webhook_id)
     # Kept, marked deleted: its delivery log stays readable for the audit trail.
-    session.execute(
+    await session.execute(
         update(Webhook)
         .where(Webhook.id == webhook_id, Webhook.deleted_at.is_(None))
         .values(deleted_at=utcnow())
     )
-    record(session, principal, "webhook.deleted", "webhook", webhook_id)
+    await record(session, principal, "webhook.deleted", "webhook", webhook_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{webhook_id}/deliveries")
-def list_deliveries(
+async def list_deliveries(
     webhook_id: uuid.UUID,
     principal: Admin,
-    session: SessionDep,
+    session: ReadSession,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[DeliveryRead]:
@@ -127,7 +129,7 @@ def list_deliveries(
     Admin only: every attempt, newest first, with the event id, attempt number, status code or
     error, and when.
     """
-    _load(session, webhook_id)
+    await _load(session, webhook_id)
     query = (
         select(WebhookAttempt)
         .where(WebhookAttempt.webhook_id == webhook_id)
@@ -136,5 +138,5 @@ def list_deliveries(
     )
     if after := decode_cursor(cursor, parse_int_id):
         query = query.where(WebhookAttempt.id < after[0])
-    items = [DeliveryRead.model_validate(a) for a in session.scalars(query)]
+    items = [DeliveryRead.model_validate(a) for a in await session.scalars(query)]
     return page_of(items, limit, lambda a: [a.id])

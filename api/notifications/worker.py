@@ -28,19 +28,16 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
 
 import anyio
 import httpx
-from sqlalchemy.orm import Session, sessionmaker
 
-from api.db import utcnow
+from api.db import Database, utcnow
 from api.notifications import jobs
 from api.notifications.secrets import SecretUnreadable, unseal
 from api.settings import Settings
 
 log = logging.getLogger("api.worker")
-T = TypeVar("T")
 
 LEASE_BATCH = 100
 SENDS_AT_ONCE = 20
@@ -54,20 +51,13 @@ def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
 
 
 class JobLoop:
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
-        self.sessions = sessions
+        self.db = db
         self.worker_id = f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # A lease outlives the longest send by a wide margin: it only matters after a crash.
         self.hold = timedelta(seconds=settings.webhook_timeout_s * 3 + 30)
         self._windows: dict[str, timedelta] | None = None
-
-    def _in_transaction(self, work: Callable[[Session], T]) -> T:
-        with self.sessions() as session, session.begin():
-            return work(session)
-
-    async def _db(self, work: Callable[[Session], T]) -> T:
-        return await anyio.to_thread.run_sync(self._in_transaction, work)
 
     async def run(self, stopping: anyio.Event) -> None:
         log.info('{"event": "worker_started", "worker": "%s"}', self.worker_id)
@@ -82,9 +72,9 @@ class JobLoop:
         finally:
             with anyio.CancelScope(shield=True):
                 try:
-                    released = await self._db(
-                        lambda s: jobs.release_leases(s.connection(), self.worker_id)
-                    )
+                    async with self.db.write() as session:
+                        conn = await session.connection()
+                        released = await jobs.release_leases(conn, self.worker_id)
                     log.info('{"event": "worker_stopped", "released": %d}', released)
                 except Exception as exc:
                     log.warning(
@@ -108,15 +98,19 @@ class JobLoop:
 
     async def escalate(self) -> None:
         """Escalation, overdue marks and webhook fan-out: one transaction."""
-        await self._db(self._housekeeping)
+        async with self.db.write() as session:
+            if self._windows is None:
+                self._windows = await jobs.ack_windows(session, self.settings)
+            conn = await session.connection()
+            now = utcnow()
+            await jobs.escalate_and_mark_overdue(conn, now, self._windows)
+            await jobs.fan_out(conn, now)
 
     async def deliver(self, client: httpx.AsyncClient) -> None:
         now = utcnow()
-        leased = await self._db(
-            lambda s: jobs.lease_deliveries(
-                s.connection(), self.worker_id, now, self.hold, LEASE_BATCH
-            )
-        )
+        async with self.db.write() as session:
+            conn = await session.connection()
+            leased = await jobs.lease_deliveries(conn, self.worker_id, now, self.hold, LEASE_BATCH)
         if not leased:
             return
         outcomes: list[jobs.Outcome] = []
@@ -131,19 +125,9 @@ class JobLoop:
             async with anyio.create_task_group() as group:
                 for delivery in leased:
                     group.start_soon(send, delivery)
-            await self._db(
-                lambda s: jobs.record_outcomes(
-                    s.connection(), self.worker_id, outcomes, self.settings
-                )
-            )
-
-    def _housekeeping(self, session: Session) -> None:
-        if self._windows is None:
-            self._windows = jobs.ack_windows(session, self.settings)
-        conn = session.connection()
-        now = utcnow()
-        jobs.escalate_and_mark_overdue(conn, now, self._windows)
-        jobs.fan_out(conn, now)
+            async with self.db.write() as session:
+                conn = await session.connection()
+                await jobs.record_outcomes(conn, self.worker_id, outcomes, self.settings)
 
     async def send(self, client: httpx.AsyncClient, delivery: jobs.Leased) -> jobs.Outcome:
         msg_id = str(delivery.event_id)
@@ -179,10 +163,9 @@ async def run_standalone(settings: Settings) -> None:
     """``python -m api worker``: the job loop alone, until SIGINT or SIGTERM."""
     import signal
 
-    from api.db import Sessions, make_engine
-
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
-    engine = make_engine(settings)
+    # Made here, on the loop that uses it: an asyncio pool belongs to one event loop.
+    db = Database(settings)
     stopping = anyio.Event()
 
     async def on_signal() -> None:
@@ -194,7 +177,8 @@ async def run_standalone(settings: Settings) -> None:
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(on_signal)
-            await JobLoop(settings, Sessions(engine).write).run(stopping)
+            await JobLoop(settings, db).run(stopping)
             group.cancel_scope.cancel()
     finally:
-        engine.dispose()
+        with anyio.CancelScope(shield=True):
+            await db.close()

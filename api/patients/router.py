@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from api.audit.service import record
-from api.db import SessionDep
+from api.db import ReadSession, WriteSession
 from api.errors import PROBLEM_RESPONSES
 from api.pagination import Cursor, Limit, Page, decode_cursor, page_of, parse_time
 from api.patients import service
@@ -18,30 +18,32 @@ from api.patients.schemas import (
     TherapyCreate,
     TherapyRead,
 )
-from api.security import CurrentPrincipal, ScopedPatient, Staff
+from api.security import CurrentPrincipal, ReadPatient, Staff, WritePatient
 from api.types import TEAM_PATTERN, Day
 
 router = APIRouter(prefix="/v1/patients", tags=["patients"], responses=PROBLEM_RESPONSES)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_patient(body: PatientCreate, principal: Staff, session: SessionDep) -> PatientRead:
+async def create_patient(
+    body: PatientCreate, principal: Staff, session: WriteSession
+) -> PatientRead:
     """Register a patient.
 
     A clinician of the patient's care team, or an admin. `external_id` (the hospital's record
     number) is unique within a care team.
     """
-    patient = service.create_patient(session, principal, body)
-    record(
+    patient = await service.create_patient(session, principal, body)
+    await record(
         session, principal, "patient.created", "patient", patient.id, {"team": patient.care_team}
     )
     return PatientRead.model_validate(patient)
 
 
 @router.get("")
-def list_patients(
+async def list_patients(
     principal: Staff,
-    session: SessionDep,
+    session: ReadSession,
     team: Annotated[str | None, Query(max_length=64, pattern=TEAM_PATTERN)] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
@@ -52,13 +54,13 @@ def list_patients(
     paginated.
     """
     after = decode_cursor(cursor, parse_time, uuid.UUID)
-    rows = service.list_patients(session, principal, limit=limit, after=after, team=team)
+    rows = await service.list_patients(session, principal, limit=limit, after=after, team=team)
     items = [PatientRead.model_validate(p) for p in rows]
     return page_of(items, limit, lambda p: [p.created_at.isoformat(), str(p.id)])
 
 
 @router.get("/{patient_id}")
-def get_patient(patient: ScopedPatient) -> PatientRead:
+async def get_patient(patient: ReadPatient) -> PatientRead:
     """Get a patient.
 
     The patient's record, within the caller's scope (404 outside it): a patient reads its own, a
@@ -68,8 +70,8 @@ def get_patient(patient: ScopedPatient) -> PatientRead:
 
 
 @router.post("/{patient_id}/therapies", status_code=status.HTTP_201_CREATED)
-def add_therapy(
-    principal: Staff, patient: ScopedPatient, body: TherapyCreate, session: SessionDep
+async def add_therapy(
+    principal: Staff, patient: WritePatient, body: TherapyCreate, session: WriteSession
 ) -> TherapyRead:
     """Add a therapy.
 
@@ -77,8 +79,8 @@ def add_therapy(
     once; every active drug's rules apply, and a drug ended recently is watched for the rule's
     window.
     """
-    therapy = service.add_therapy(session, patient, body)
-    record(
+    therapy = await service.add_therapy(session, patient, body)
+    await record(
         session,
         principal,
         "therapy.created",
@@ -90,21 +92,21 @@ def add_therapy(
 
 
 @router.get("/{patient_id}/therapies")
-def list_therapies(
-    patient: ScopedPatient, _: CurrentPrincipal, session: SessionDep
+async def list_therapies(
+    patient: ReadPatient, _: CurrentPrincipal, session: ReadSession
 ) -> list[TherapyRead]:
     """List a patient's therapies.
 
     Every therapy of the patient, past and current, within the caller's scope.
     """
-    return [service.therapy_read(t) for t in service.list_therapies(session, patient.id)]
+    return [service.therapy_read(t) for t in await service.list_therapies(session, patient.id)]
 
 
 @router.get("/{patient_id}/questionnaire")
-def get_questionnaire(
-    patient: ScopedPatient,
+async def get_questionnaire(
+    patient: ReadPatient,
     _: CurrentPrincipal,
-    session: SessionDep,
+    session: ReadSession,
     on: Annotated[Day | None, Query(description="Day to ask for (default: today, UTC)")] = None,
 ) -> Questionnaire:
     """Today's questionnaire.
@@ -112,4 +114,4 @@ def get_questionnaire(
     The symptoms to ask the patient about today: the union of the active therapies' side effects,
     serious ones first, each with its question and grade labels, and the vitals worth measuring.
     """
-    return service.questionnaire(session, patient, on or datetime.now(UTC).date())
+    return await service.questionnaire(session, patient, on or datetime.now(UTC).date())

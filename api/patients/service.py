@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.catalog.models import Drug, DrugSideEffect, Symptom, Vital
 from api.catalog.service import applies_to_drug, current_rules
@@ -19,7 +19,7 @@ from api.patients.schemas import (
     TherapyRead,
     VitalItem,
 )
-from api.rules.engine import referenced_symptoms
+from api.rules.engine import is_on, referenced_symptoms
 from api.security import Principal
 
 # Days after a therapy ends during which its side effects are still asked about; rules with a
@@ -27,20 +27,22 @@ from api.security import Principal
 DEFAULT_WATCH_DAYS = 30
 
 
-def create_patient(session: Session, principal: Principal, body: PatientCreate) -> Patient:
+async def create_patient(
+    session: AsyncSession, principal: Principal, body: PatientCreate
+) -> Patient:
     if principal.role == "clinician" and body.care_team not in principal.teams:
         raise Forbidden("Clinicians may only register patients in their own care teams")
     patient = Patient(**body.model_dump())
     try:
-        with session.begin_nested():
+        async with session.begin_nested():
             session.add(patient)
     except IntegrityError as exc:
         raise Conflict("A patient with this external_id already exists in this care team") from exc
     return patient
 
 
-def list_patients(
-    session: Session,
+async def list_patients(
+    session: AsyncSession,
     principal: Principal,
     *,
     limit: int,
@@ -55,7 +57,7 @@ def list_patients(
         query = query.where(Patient.care_team == team)
     if after:
         query = query.where(tuple_(Patient.created_at, Patient.id) > tuple_(*after))
-    return list(session.scalars(query))
+    return list(await session.scalars(query))
 
 
 def therapy_read(therapy: Therapy, today: date | None = None) -> TherapyRead:
@@ -69,18 +71,18 @@ def therapy_read(therapy: Therapy, today: date | None = None) -> TherapyRead:
     )
 
 
-def add_therapy(session: Session, patient: Patient, body: TherapyCreate) -> Therapy:
-    if session.get(Drug, body.drug_code) is None:
+async def add_therapy(session: AsyncSession, patient: Patient, body: TherapyCreate) -> Therapy:
+    if await session.get(Drug, body.drug_code) is None:
         raise Invalid([{"loc": ["body", "drug_code"], "msg": f"unknown drug '{body.drug_code}'"}])
     therapy = Therapy(patient_id=patient.id, **body.model_dump())
     session.add(therapy)
-    session.flush()
+    await session.flush()
     return therapy
 
 
-def list_therapies(session: Session, patient_id: uuid.UUID) -> list[Therapy]:
+async def list_therapies(session: AsyncSession, patient_id: uuid.UUID) -> list[Therapy]:
     return list(
-        session.scalars(
+        await session.scalars(
             select(Therapy)
             .where(Therapy.patient_id == patient_id)
             .order_by(Therapy.started_on, Therapy.id)
@@ -88,29 +90,29 @@ def list_therapies(session: Session, patient_id: uuid.UUID) -> list[Therapy]:
     )
 
 
-def questionnaire(session: Session, patient: Patient, on: date) -> Questionnaire:
-    therapies = [t for t in list_therapies(session, patient.id) if t.started_on <= on]
-    drugs = {d.code: d for d in session.scalars(select(Drug))}
-    rules = current_rules(session)
+async def questionnaire(session: AsyncSession, patient: Patient, on: date) -> Questionnaire:
+    therapies = await list_therapies(session, patient.id)
+    drugs = {d.code: d for d in await session.scalars(select(Drug))}
+    rules = await current_rules(session)
     # drug code -> symptom codes to ask (None: all of the drug's side effects)
     asked: dict[str, set[str] | None] = {}
     for therapy in therapies:
-        since_end = (on - therapy.ended_on).days if therapy.ended_on else 0
         drug = drugs.get(therapy.drug_code)
         if drug is None:
             continue
-        if since_end <= DEFAULT_WATCH_DAYS:
+        started, ended = therapy.started_on, therapy.ended_on
+        if is_on(started, ended, on, DEFAULT_WATCH_DAYS):
             asked[drug.code] = None
             continue
         for versioned in rules:
             rule = versioned.rule
-            if since_end <= rule.watch_days and applies_to_drug(rule, drug):
+            if is_on(started, ended, on, rule.watch_days) and applies_to_drug(rule, drug):
                 current = asked.setdefault(drug.code, set())
                 if current is not None:
                     current.update(referenced_symptoms(rule))
     items: dict[str, QuestionnaireItem] = {}
     if asked:
-        rows = session.execute(
+        rows = await session.execute(
             select(DrugSideEffect, Symptom)
             .join(Symptom, Symptom.code == DrugSideEffect.symptom_code)
             .where(DrugSideEffect.drug_code.in_(asked))
@@ -141,7 +143,7 @@ def questionnaire(session: Session, patient: Patient, on: date) -> Questionnaire
         VitalItem(
             name=v.name, label=v.label, unit=v.unit, loinc=v.loinc, min=v.min_value, max=v.max_value
         )
-        for v in session.scalars(select(Vital).order_by(Vital.position))
+        for v in await session.scalars(select(Vital).order_by(Vital.position))
         if v.name in vital_names
     ]
     return Questionnaire(

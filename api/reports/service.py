@@ -11,7 +11,6 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import (
     CompoundSelect,
-    Connection,
     RowMapping,
     Uuid,
     bindparam,
@@ -21,10 +20,11 @@ from sqlalchemy import (
     tuple_,
     union_all,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from api.alerts.schemas import AlertRead
 from api.alerts.service import alerts_of_report, raise_alerts
+from api.audit.service import record_many
 from api.catalog.service import EvaluationCatalog, catalog_revision, evaluation_catalog
 from api.db import utcnow
 from api.errors import Conflict, Invalid, NotFound, validation_errors
@@ -130,8 +130,8 @@ _weights = select(reports.c.recorded_at, reports.c.weight_kg).where(
     reports.c.recorded_at >= bindparam("since"),
     reports.c.recorded_at < bindparam("last"),
 )
-_insert_reports = insert(reports)
-_insert_symptoms = insert(report_symptoms)
+_insert_reports = insert(Report)
+_insert_symptoms = insert(ReportSymptom)
 
 
 @dataclass(slots=True)
@@ -159,53 +159,57 @@ class _Locked:
     stored: dict[uuid.UUID, RowMapping]  # client_report_id -> the report stored under it
 
 
-def _lock_patient(
-    session: Session, patient_id: uuid.UUID, principal: Principal, keys: Sequence[uuid.UUID]
+async def _lock_patient(
+    session: AsyncSession, patient_id: uuid.UUID, principal: Principal, keys: Sequence[uuid.UUID]
 ) -> _Locked:
     """The patient, row-locked until the transaction ends; the catalog; ``keys`` stored before.
 
     Reports of one patient are evaluated one request at a time, so the history the rules read
     cannot move under them; other patients never wait (SQLite: the write lock serialises anyway).
     """
-    conn = session.connection()
-    patient = conn.execute(_lock, {"patient_id": patient_id}).mappings().first()
+    conn = await session.connection()
+    patient = (await conn.execute(_lock, {"patient_id": patient_id})).mappings().first()
     if patient is None or not can_see_patient(principal, patient["id"], patient["care_team"]):
         raise NotFound("No such patient")
     stored = {}
     if keys:
         params = {"patient_id": patient_id, "keys": list(keys)}
-        stored = {row["client_report_id"]: row for row in conn.execute(_stored, params).mappings()}
-    return _Locked(patient, evaluation_catalog(session, patient["revision"]), stored)
+        rows = (await conn.execute(_stored, params)).mappings()
+        stored = {row["client_report_id"]: row for row in rows}
+    return _Locked(patient, await evaluation_catalog(session, patient["revision"]), stored)
 
 
-def submit(
-    session: Session, patient_id: uuid.UUID, principal: Principal, body: ReportCreate
-) -> tuple[ReportCreated, Outcome | None]:
-    """Store one report; the answer, and the outcome when it is new (None for a replay)."""
+async def submit(
+    session: AsyncSession, patient_id: uuid.UUID, principal: Principal, body: ReportCreate
+) -> tuple[ReportCreated, bool]:
+    """Store one report with its alerts and audit row; the answer, and whether it is new (False
+    for a replay of a stored one)."""
     digest = body_hash(body)
-    locked = _lock_patient(session, patient_id, principal, [body.client_report_id])
+    locked = await _lock_patient(session, patient_id, principal, [body.client_report_id])
     patient, catalog = locked.patient, locked.catalog
     if (found := locked.stored.get(body.client_report_id)) is not None:
         if found["body_hash"] != digest:
             raise Conflict(CONFLICT)
-        return _replay(session, catalog, found), None
+        return await _replay(session, catalog, found), False
     _check_codes(body, catalog)
     _check_date(body, patient)
-    [outcome] = _store_new(session.connection(), patient, catalog, [(uuid.uuid4(), body, digest)])
+    conn = await session.connection()
+    [outcome] = await _store_new(conn, patient, catalog, [(uuid.uuid4(), body, digest)])
+    await _audit(session, principal, patient_id, [outcome])
     count_stored(1, outcome.alerts)
     return ReportCreated(
         **_report_fields(patient["id"], outcome),
         alerts=[AlertRead.model_validate(a) for a in outcome.alerts],
         advice=_advice(catalog, outcome.advice_severity),
-    ), outcome
+    ), True
 
 
-def submit_batch(
-    session: Session,
+async def submit_batch(
+    session: AsyncSession,
     patient_id: uuid.UUID,
     principal: Principal,
     raw_items: list[dict[str, object]],
-) -> tuple[list[BatchResult], list[Outcome]]:
+) -> list[BatchResult]:
     """Store up to a batch of reports in a fixed number of statements.
 
     Items are validated one by one (a bad one rejects only itself) and evaluated in
@@ -221,7 +225,7 @@ def submit_batch(
             # a batch item's errors are relative to the item
             results[i] = _rejected(_key_of(raw), validation_errors(exc.errors()))
     # Parsed before the lock is taken: the patient's other requests wait no longer than needed.
-    locked = _lock_patient(
+    locked = await _lock_patient(
         session, patient_id, principal, [body.client_report_id for _, body, _ in parsed]
     )
     patient, catalog = locked.patient, locked.catalog
@@ -252,9 +256,22 @@ def submit_batch(
         seen[key] = (digest, report_id)
         fresh.append((report_id, body, digest))
         results[i] = BatchResult(client_report_id=str(key), status="created", report_id=report_id)
-    outcomes = _store_new(session.connection(), patient, catalog, fresh)
+    outcomes = await _store_new(await session.connection(), patient, catalog, fresh)
+    await _audit(session, principal, patient_id, outcomes)
     count_stored(len(outcomes), (alert for o in outcomes for alert in o.alerts))
-    return [r for r in results if r is not None], outcomes
+    return [r for r in results if r is not None]
+
+
+async def _audit(
+    session: AsyncSession, principal: Principal, patient_id: uuid.UUID, stored: list[Outcome]
+) -> None:
+    await record_many(
+        session,
+        principal,
+        "report.created",
+        "report",
+        [(o.report_id, {"patient_id": str(patient_id), "alerts": len(o.alerts)}) for o in stored],
+    )
 
 
 def _key_of(raw: object) -> object:
@@ -300,17 +317,20 @@ def _check_date(body: ReportCreate, patient: RowMapping, loc: tuple[str, ...] = 
         )
 
 
-def _replay(session: Session, catalog: EvaluationCatalog, found: RowMapping) -> ReportCreated:
-    report = read_reports(session, [session.get_one(Report, found["report_id"])])[0]
+async def _replay(
+    session: AsyncSession, catalog: EvaluationCatalog, found: RowMapping
+) -> ReportCreated:
+    report = await read_report(session, found["report_id"])
+    alerts = await alerts_of_report(session, found["report_id"])
     return ReportCreated(
         **report.__dict__,
-        alerts=[AlertRead.model_validate(a) for a in alerts_of_report(session, found["report_id"])],
+        alerts=[AlertRead.model_validate(a) for a in alerts],
         advice=_advice(catalog, found["advice_severity"]),
     )
 
 
-def _store_new(
-    conn: Connection,
+async def _store_new(
+    conn: AsyncConnection,
     patient: RowMapping,
     catalog: EvaluationCatalog,
     items: list[tuple[uuid.UUID, ReportCreate, str]],
@@ -331,7 +351,7 @@ def _store_new(
             started_on=row.started_on,
             ended_on=row.ended_on,
         )
-        for row in conn.execute(_therapies, {"patient_id": patient_id})
+        for row in await conn.execute(_therapies, {"patient_id": patient_id})
     ]
     window = catalog.history_window
     times = [body.recorded_at for _, body, _ in items]
@@ -346,12 +366,12 @@ def _store_new(
             "first": first,
             "last": last,
         }
-        for at, code, grade in conn.execute(_grades, params):
+        for at, code, grade in await conn.execute(_grades, params):
             history.add_grade(code, grade, at)
     weighed = [body.recorded_at for _, body, _ in items if body.vitals and body.vitals.weight_kg]
     since = weights_needed_from(therapy_list, weighed, catalog.baseline_drugs)
     if since is not None:
-        for at, weight in conn.execute(
+        for at, weight in await conn.execute(
             _weights, {"patient_id": patient_id, "since": since, "last": last}
         ):
             history.add_weight(weight, at)
@@ -400,10 +420,10 @@ def _store_new(
             {"report_id": report_id, "symptom_code": s.code, "grade": s.grade, "note": s.note}
             for s in body.symptoms
         )
-    conn.execute(_insert_reports, report_rows)
+    await conn.execute(_insert_reports, report_rows)
     if symptom_rows:
-        conn.execute(_insert_symptoms, symptom_rows)
-    touched = raise_alerts(
+        await conn.execute(_insert_symptoms, symptom_rows)
+    touched = await raise_alerts(
         conn,
         patient_id,
         patient["care_team"],
@@ -437,11 +457,17 @@ def _advice(catalog: EvaluationCatalog, severity: str | None) -> Advice | None:
     return Advice(severity=severity, message=catalog.policy.severities[severity].advice)  # type: ignore[index]
 
 
-def read_reports(session: Session, rows: Sequence[Any]) -> list[ReportRead]:
-    """Reports (ORM objects or rows of ``reports``) with their symptoms: one more query."""
+async def read_report(session: AsyncSession, report_id: uuid.UUID) -> ReportRead:
+    conn = await session.connection()
+    row = (await conn.execute(select(reports).where(reports.c.id == report_id))).one()
+    return (await read_reports(conn, [row]))[0]
+
+
+async def read_reports(conn: AsyncConnection, rows: Sequence[Any]) -> list[ReportRead]:
+    """Rows of ``reports`` with their symptoms: one more query."""
     symptoms: dict[uuid.UUID, list[ReportedSymptom]] = {r.id: [] for r in rows}
     if rows:
-        for report_id, code, grade, note in session.connection().execute(
+        for report_id, code, grade, note in await conn.execute(
             select(
                 report_symptoms.c.report_id,
                 report_symptoms.c.symptom_code,
@@ -467,14 +493,14 @@ def read_reports(session: Session, rows: Sequence[Any]) -> list[ReportRead]:
     ]
 
 
-def list_reports(
-    session: Session,
+async def list_reports(
+    session: AsyncSession,
     patient: Patient,
     *,
     since: datetime | None,
     until: datetime | None,
     limit: int,
-    after: list | None,
+    after: Sequence[Any] | None,
 ) -> list[ReportRead]:
     query = (
         select(reports)
@@ -488,4 +514,5 @@ def list_reports(
         query = query.where(reports.c.recorded_at < until)
     if after:
         query = query.where(tuple_(reports.c.recorded_at, reports.c.id) < tuple_(*after))
-    return read_reports(session, session.connection().execute(query).all())
+    conn = await session.connection()
+    return await read_reports(conn, (await conn.execute(query)).all())

@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Uuid, bindparam, func, select, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from api.catalog.schemas import DrugBody
 from api.catalog.service import EvaluationCatalog, check_drug, evaluation_catalog
@@ -167,26 +167,25 @@ def _therapies_for(
     return [engine.Therapy(c, side.drug_classes.get(c, ""), s, e) for c, s, e in rows]
 
 
-def _load_patients(
-    session: Session,
+async def _load_patients(
+    conn: AsyncConnection,
     ids: list[uuid.UUID],
     since: datetime,
     until: datetime,
     code: str,
     sides: Sequence[_Rules],
 ) -> dict[uuid.UUID, _Patient]:
-    conn = session.connection()
     found = {
         pid: _Patient(weight, [], History(), False)
-        for pid, weight in conn.execute(_patients, {"ids": ids})
+        for pid, weight in await conn.execute(_patients, {"ids": ids})
     }
-    for pid, drug, started, ended in conn.execute(_therapies, {"ids": ids}):
+    for pid, drug, started, ended in await conn.execute(_therapies, {"ids": ids}):
         found[pid].therapies.append((drug, started, ended))
         found[pid].affected |= drug == code
     look_back = max(side.window for side in sides)
     if look_back:
         params = {"ids": ids, "from": since - look_back, "since": since}
-        for pid, at, symptom, grade in conn.execute(_earlier_grades, params):
+        for pid, at, symptom, grade in await conn.execute(_earlier_grades, params):
             found[pid].history.add_grade(symptom, grade, at)
     # Weights before the window: from 7 days before the earliest course of a weight rule's drug
     # that may count in the window.
@@ -195,16 +194,16 @@ def _load_patients(
         for side in sides:
             for drug, started, ended in patient.therapies:
                 watch = side.baseline_drugs.get(drug)
-                if watch is None or started > until.date():
-                    continue
-                if ended is not None and ended + timedelta(days=watch) < since.date():
+                if watch is None or not engine.is_on(
+                    started, ended, since.date(), watch, until=until.date()
+                ):
                     continue
                 begin = datetime.combine(started, datetime.min.time(), since.tzinfo)
                 begin -= timedelta(days=engine.PRE_DOSE_DAYS)
                 starts[pid] = min(starts.get(pid, begin), begin)
     if starts:
         params = {"ids": list(starts), "from": min(starts.values()), "since": since}
-        for pid, at, weight in conn.execute(_earlier_weights, params):
+        for pid, at, weight in await conn.execute(_earlier_weights, params):
             if at >= starts[pid]:
                 found[pid].history.add_weight(weight, at)
     return found
@@ -223,11 +222,11 @@ def _evaluate(side: _Rules, patient: _Patient, report: engine.ReportInput) -> li
     return engine.evaluate(report, context, side.rules, side.policy).findings
 
 
-def backtest(
-    session: Session, code: str, entry: DrugBody, since: datetime, until: datetime
+async def backtest(
+    session: AsyncSession, code: str, entry: DrugBody, since: datetime, until: datetime
 ) -> dict[str, Any]:
-    owned = check_drug(session, code, entry, loc=("body", "drug"))
-    catalog = evaluation_catalog(session)
+    owned = await check_drug(session, code, entry, loc=("body", "drug"))
+    catalog = await evaluation_catalog(session)
     current, proposed = _current(catalog), _proposed(catalog, code, entry, owned)
     tallies = {"current": _Tally(), "proposed": _Tally()}
     changes: dict[str, list[dict[str, Any]]] = {
@@ -238,19 +237,21 @@ def backtest(
     counts = Counter[str]()
     seen_patients: set[uuid.UUID] = set()
     loaded: dict[uuid.UUID, _Patient] = {}
-    conn = session.connection()
+    conn = await session.connection()
     after: tuple[uuid.UUID, datetime, uuid.UUID] = (uuid.UUID(int=0), since, uuid.UUID(int=0))
     replayed = 0
     while True:
-        page = conn.execute(
-            _page,
-            {
-                "since": since,
-                "until": until,
-                "after_patient": after[0],
-                "after_at": after[1],
-                "after_id": after[2],
-            },
+        page = (
+            await conn.execute(
+                _page,
+                {
+                    "since": since,
+                    "until": until,
+                    "after_patient": after[0],
+                    "after_at": after[1],
+                    "after_id": after[2],
+                },
+            )
         ).all()
         if not page:
             break
@@ -259,9 +260,9 @@ def backtest(
         # Patients before this page's last one are done: their history can go.
         loaded = {pid: p for pid, p in loaded.items() if pid == page[0].patient_id}
         if new:
-            loaded |= _load_patients(session, new, since, until, code, (current, proposed))
+            loaded |= await _load_patients(conn, new, since, until, code, (current, proposed))
         symptoms: dict[uuid.UUID, dict[str, int]] = {row.id: {} for row in page}
-        for report_id, symptom, grade in conn.execute(_symptoms, {"ids": list(symptoms)}):
+        for report_id, symptom, grade in await conn.execute(_symptoms, {"ids": list(symptoms)}):
             symptoms[report_id][symptom] = grade
         for row in page:
             patient = loaded[row.patient_id]

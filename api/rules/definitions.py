@@ -23,14 +23,31 @@ Condition grammar (one key family per node):
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.types import NO_NUL
 
-Severity = Literal["routine", "urgent", "emergency"]
-SEVERITY_RANK: dict[str, int] = {"routine": 1, "urgent": 2, "emergency": 3}
+
+class Severity(StrEnum):
+    """How soon an alert needs a clinician, least severe first."""
+
+    # Members are strings: they equal, store and serialise as these words, as before the enum.
+    ROUTINE = "routine"
+    URGENT = "urgent"
+    EMERGENCY = "emergency"
+
+    @property
+    def rank(self) -> int:
+        """1 (routine) to 3 (emergency): higher is more severe."""
+        return SEVERITY_RANK[self]
+
+
+# Keyed by the members, which also finds a plain string read back from the database ("urgent").
+SEVERITY_RANK: dict[str, int] = {s: rank for rank, s in enumerate(Severity, start=1)}
+
 Comparator = Literal["gte", "gt", "lte", "lt", "eq"]
 VITALS = ("temperature_c", "systolic_bp", "diastolic_bp", "heart_rate", "weight_kg", "spo2")
 METRICS = ("weight_gain_pct",)
@@ -197,8 +214,8 @@ class Policy(_Node):
 
     @field_validator("severities")
     @classmethod
-    def _all_tiers(cls, value: dict[str, SeverityPolicy]) -> dict[str, SeverityPolicy]:
-        missing = set(SEVERITY_RANK) - set(value)
+    def _all_tiers(cls, value: dict[Severity, SeverityPolicy]) -> dict[Severity, SeverityPolicy]:
+        missing = sorted(s.value for s in Severity if s not in value)
         if missing:
-            raise ValueError(f"missing severity tiers: {sorted(missing)}")
+            raise ValueError(f"missing severity tiers: {missing}")
         return value

@@ -2,9 +2,9 @@
 
 Pure: no database, no HTTP. The caller gathers the context in a fixed number of queries.
 
-One evaluator walks a rule's condition tree and returns ``(matched, leaves)``: the evidence of
-every leaf that matched (in an ``any`` node, every matching child). The finding's ``evidence``
-holds those leaves as data and its ``detail`` says them in words.
+One evaluator walks a rule's condition tree and returns ``(matched, hits)``: a typed hit for
+every leaf that matched (in an ``any`` node, every matching child). A finding holds those hits in
+its ``grounds``; its ``evidence`` is their JSON form and its ``detail`` says them in words.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 
 from api.rules.definitions import (
-    SEVERITY_RANK,
     AllCond,
     AnyCond,
     Branch,
+    Comparator,
     Condition,
     MetricCond,
     OnDrugCond,
     Policy,
     RuleDef,
+    Severity,
     SymptomCond,
     VitalCond,
     WorseningCond,
@@ -77,19 +78,26 @@ class PatientContext:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
+    """What one rule (or the escalation) found in a report: the alert it raises."""
+
     rule_id: str
     rule_version: int
     drug_code: str | None
-    severity: str
+    severity: Severity
     title: str
     detail: str
-    evidence: dict[str, Any]
     follow_up_minutes: int
+    grounds: Grounds = field(repr=False)
+    # The JSON form of ``grounds``, computed once: what an alert stores and the API shows.
+    evidence: dict[str, Any] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "evidence", self.grounds.as_evidence())  # frozen
 
 
 @dataclass(frozen=True, slots=True)
 class Advice:
-    severity: str
+    severity: Severity
     message: str
 
 
@@ -151,27 +159,40 @@ def _vital_text(name: str, value: float) -> str:
 # --- which drugs count for a rule --------------------------------------------------------------
 
 
-def _on_drugs(therapies: Sequence[Therapy], day: date, watch_days: int) -> list[Therapy]:
-    """Therapies the patient is "on" at ``day``: started, and not ended more than watch_days ago."""
-    return [
-        t
-        for t in therapies
-        if t.started_on <= day
+def is_on(
+    started_on: date, ended_on: date | None, day: date, watch_days: int, until: date | None = None
+) -> bool:
+    """Whether the patient counts as on a therapy at ``day`` (or on some day up to ``until``):
+    started by then, and not ended more than ``watch_days`` before ``day``."""
+    return started_on <= (until or day) and (
         # Subtracting from the report's day cannot overflow, as adding to a far ended_on could.
-        and (t.ended_on is None or day - timedelta(days=watch_days) <= t.ended_on)
-    ]
+        ended_on is None or day - timedelta(days=watch_days) <= ended_on
+    )
+
+
+def _on_drugs(therapies: Sequence[Therapy], day: date, watch_days: int) -> list[Therapy]:
+    """Therapies the patient is "on" at ``day``."""
+    return [t for t in therapies if is_on(t.started_on, t.ended_on, day, watch_days)]
+
+
+def rule_applies_to(rule: RuleDef, drug_code: str, drug_class: str) -> bool:
+    """Whether a drug brings ``rule`` into play: the rule's own drug, one in its scope, or any
+    drug for a global rule without a scope."""
+    if rule.drug is not None:
+        return rule.drug == drug_code
+    scope = rule.scope
+    if not scope.drugs and not scope.drug_classes:
+        return True
+    return drug_code in scope.drugs or drug_class in scope.drug_classes
 
 
 def _scope_drugs(rule: RuleDef, on: list[Therapy]) -> list[str] | None:
-    """The patient's drugs that bring this rule into play, or None when the rule does not apply."""
-    if rule.drug is not None:
-        return [rule.drug] if any(t.drug_code == rule.drug for t in on) else None
-    scope = rule.scope
-    if not scope.drugs and not scope.drug_classes:
-        return sorted({t.drug_code for t in on})
-    hits = {t.drug_code for t in on if t.drug_code in scope.drugs}
-    hits |= {t.drug_code for t in on if t.drug_class in scope.drug_classes}
-    return sorted(hits) or None
+    """The patient's drugs that bring this rule into play, or None when the rule does not apply
+    (a global rule without a scope applies to every patient, on a drug or not)."""
+    hits = sorted({t.drug_code for t in on if rule_applies_to(rule, t.drug_code, t.drug_class)})
+    if hits or (rule.drug is None and not rule.scope.drugs and not rule.scope.drug_classes):
+        return hits
+    return None
 
 
 # --- baseline weight per course (CLINICAL.md "Baseline weight") -------------------------------
@@ -268,33 +289,235 @@ class _Env:
         return self._baseline
 
 
+# --- what a rule matched: typed hits, and the grounds of a finding -----------------------------
+# Each hit says itself in words (the finding's detail) and as evidence (the JSON stored with the
+# alert, which the API, the docs and the dashboard read: its keys and values are a contract).
+
+
+def _symptom_name(code: str, context: PatientContext) -> str:
+    return context.symptom_names.get(code) or code.replace("_", " ").capitalize()
+
+
+@dataclass(frozen=True, slots=True)
+class SymptomHit:
+    symptom: str
+    grade: int
+    op: Comparator
+    threshold: float
+    # Drugs in scope the symptom is serious for; None when the leaf does not ask.
+    serious_for: tuple[str, ...] | None = None
+
+    @property
+    def cause(self) -> str:
+        return f"symptom:{self.symptom}"
+
+    def words(self, context: PatientContext) -> str:
+        text = (
+            f"{_symptom_name(self.symptom, context)} reported as {GRADE_WORDS[self.grade]} "
+            f"(grade {self.grade} of 4; threshold {THRESHOLD_WORDS[self.op]}{_num(self.threshold)}"
+        )
+        if self.serious_for:
+            text += f"; a serious side effect of {', '.join(self.serious_for)}"
+        return text + ")"
+
+    def as_evidence(self) -> dict[str, Any]:
+        evidence: dict[str, Any] = {
+            "symptom": self.symptom,
+            "grade": self.grade,
+            "op": self.op,
+            "threshold": _num(self.threshold),
+        }
+        if self.serious_for is not None:
+            evidence["serious_for"] = list(self.serious_for)
+        return evidence
+
+
+@dataclass(frozen=True, slots=True)
+class VitalHit:
+    vital: str
+    value: float  # as reported
+    op: Comparator
+    threshold: float
+
+    @property
+    def cause(self) -> str:
+        return f"vital:{self.vital}"
+
+    def words(self, context: PatientContext) -> str:
+        return (
+            f"{VITAL_WORDS[self.vital][0]} {_vital_text(self.vital, self.value)} "
+            f"{OP_WORDS[self.op]} {_vital_text(self.vital, self.threshold)}"
+        )
+
+    def as_evidence(self) -> dict[str, Any]:
+        return {
+            "vital": self.vital,
+            "value": self.value,
+            "op": self.op,
+            "threshold": _num(self.threshold),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MetricHit:
+    metric: str  # weight_gain_pct, the only metric
+    value: float  # percent, rounded to 2 decimals (the words say this rounded value)
+    op: Comparator
+    threshold: float
+    weight_kg: float
+    baseline: Baseline
+
+    @property
+    def cause(self) -> str:
+        return f"metric:{self.metric}"
+
+    def words(self, context: PatientContext) -> str:
+        direction = "above" if self.value >= 0 else "below"
+        return (
+            f"Weight {_vital_text('weight_kg', self.weight_kg)} is {abs(self.value):.1f}% "
+            f"{direction} baseline {self.baseline.words()}, "
+            f"{OP_WORDS[self.op].removeprefix('is ')} the {_num(self.threshold)}% threshold"
+        )
+
+    def as_evidence(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "value": self.value,
+            "op": self.op,
+            "threshold": _num(self.threshold),
+            "weight_kg": self.weight_kg,
+            "baseline_weight_kg": self.baseline.weight_kg,
+            "baseline": self.baseline.as_evidence(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WorseningHit:
+    symptom: str
+    grade: int
+    lowest_grade: int
+    lowest_recorded_at: datetime
+    by: int
+    within_days: int
+
+    @property
+    def cause(self) -> str:
+        return f"symptom:{self.symptom}"
+
+    def words(self, context: PatientContext) -> str:
+        return (
+            f"{_symptom_name(self.symptom, context)} rose to grade {self.grade} from grade "
+            f"{self.lowest_grade}, its lowest in the previous {self.within_days} days "
+            f"(reported {self.lowest_recorded_at.date().isoformat()}; "
+            f"threshold: {self.by} grades)"
+        )
+
+    def as_evidence(self) -> dict[str, Any]:
+        return {
+            "worsening": self.symptom,
+            "grade": self.grade,
+            "lowest_grade": self.lowest_grade,
+            "lowest_recorded_at": self.lowest_recorded_at.isoformat(),
+            "by": self.by,
+            "within_days": self.within_days,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class OnDrugHit:
+    drugs: tuple[str, ...]  # of the leaf's drugs, those the patient is on
+
+    @property
+    def cause(self) -> None:
+        """None: being on a drug is context, not a problem of its own."""
+        return None
+
+    def words(self, context: PatientContext) -> str:
+        return f"on {' or '.join(self.drugs)}"
+
+    def as_evidence(self) -> dict[str, Any]:
+        return {"on_drug": list(self.drugs)}
+
+
+Hit = SymptomHit | VitalHit | MetricHit | WorseningHit | OnDrugHit
+
+
+@dataclass(frozen=True, slots=True)
+class RuleGrounds:
+    """What a rule's finding rests on: the branch that won and its hits."""
+
+    branch: int  # index in the rule's branches
+    hits: tuple[Hit, ...]
+    also_meets: tuple[str, ...] = ()  # rules that yielded to this one on the same report
+
+    @property
+    def baseline(self) -> Baseline | None:
+        """The course baseline of the weight metric, when a hit measured from one."""
+        return next((hit.baseline for hit in self.hits if isinstance(hit, MetricHit)), None)
+
+    @property
+    def causes(self) -> frozenset[str]:
+        """What the hits are about, to tell distinct problems apart (see ``_escalation``)."""
+        return frozenset(hit.cause for hit in self.hits if hit.cause is not None)
+
+    def as_evidence(self) -> dict[str, Any]:
+        evidence: dict[str, Any] = {
+            "branch": self.branch,
+            "matched": [hit.as_evidence() for hit in self.hits],
+        }
+        if (baseline := self.baseline) is not None:
+            evidence["baseline_weight_kg"] = baseline.weight_kg
+            evidence["baseline"] = baseline.as_evidence()
+        if self.also_meets:
+            evidence["also_meets"] = list(self.also_meets)
+        return evidence
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationGrounds:
+    """What the escalation rests on: the urgent findings and the distinct problems among them."""
+
+    findings: tuple[Finding, ...]
+    distinct: tuple[str, ...]
+
+    def as_evidence(self) -> dict[str, Any]:
+        return {
+            "causes": [
+                {"rule_id": f.rule_id, "detail": f.detail, "evidence": f.evidence}
+                for f in self.findings
+            ],
+            "distinct": list(self.distinct),
+        }
+
+
+Grounds = RuleGrounds | EscalationGrounds
+
+
 # --- the evaluator -----------------------------------------------------------------------------
 
-Leaf = dict[str, Any]
 
-
-def _match(cond: Condition, env: _Env) -> tuple[bool, list[Leaf]]:
+def _match(cond: Condition, env: _Env) -> tuple[bool, list[Hit]]:
     if isinstance(cond, AllCond):
-        leaves: list[Leaf] = []
+        hits: list[Hit] = []
         for child in cond.all:
             ok, found = _match(child, env)
             if not ok:
                 return False, []
-            leaves += found
-        return True, leaves
+            hits += found
+        return True, hits
     if isinstance(cond, AnyCond):
-        leaves = []
+        hits = []
         for child in cond.any:  # no short cut: record every matching child
             ok, found = _match(child, env)
             if ok:
-                leaves += found
-        return bool(leaves), leaves
-    leaves = _leaf(cond, env)
-    return bool(leaves), leaves
+                hits += found
+        return bool(hits), hits
+    hits = _hits(cond, env)
+    return bool(hits), hits
 
 
-def _leaf(cond: Condition, env: _Env) -> list[Leaf]:
-    """Evidence of a matching leaf (one entry per matching symptom), [] when it does not match."""
+def _hits(cond: Condition, env: _Env) -> list[Hit]:
+    """A matching leaf's hits (one per matching symptom), [] when it does not match."""
     report, context = env.report, env.context
     if isinstance(cond, SymptomCond):
         op, threshold = cond.op, cond.value
@@ -307,21 +530,20 @@ def _leaf(cond: Condition, env: _Env) -> list[Leaf]:
         if serious_only:
             serious = {d: context.serious_by_drug.get(d, frozenset()) for d in env.scope_drugs}
             codes = [c for c in codes if any(c in s for s in serious.values())]
-        leaves = []
+        hits: list[Hit] = []
         for code in codes:
             grade = report.symptoms[code]
             if OPS[op](grade, threshold):
-                leaf: Leaf = {"symptom": code, "grade": grade, "op": op}
-                leaf["threshold"] = _num(threshold)
+                serious_for: tuple[str, ...] | None = None
                 if serious_only:
-                    leaf["serious_for"] = [d for d in env.scope_drugs if code in serious[d]]
-                leaves.append(leaf)
-        return leaves
+                    serious_for = tuple(d for d in env.scope_drugs if code in serious[d])
+                hits.append(SymptomHit(code, grade, op, threshold, serious_for))
+        return hits
     if isinstance(cond, VitalCond):
         value = report.vitals.get(cond.vital)
         if value is None or not OPS[cond.op](value, cond.value):
             return []
-        return [{"vital": cond.vital, "value": value, "op": cond.op, "threshold": _num(cond.value)}]
+        return [VitalHit(cond.vital, value, cond.op, cond.value)]
     if isinstance(cond, MetricCond):  # weight_gain_pct, the only metric
         weight = report.vitals.get("weight_kg")
         if weight is None:
@@ -333,21 +555,11 @@ def _leaf(cond: Condition, env: _Env) -> list[Leaf]:
         pct = round((weight - baseline.weight_kg) / baseline.weight_kg * 100, 4)
         if not OPS[cond.op](pct, cond.value):
             return []
-        return [
-            {
-                "metric": cond.metric,
-                "value": round(pct, 2),
-                "op": cond.op,
-                "threshold": _num(cond.value),
-                "weight_kg": weight,
-                "baseline_weight_kg": baseline.weight_kg,
-                "baseline": baseline.as_evidence(),
-            }
-        ]
+        return [MetricHit(cond.metric, round(pct, 2), cond.op, cond.value, weight, baseline)]
     if isinstance(cond, WorseningCond):
         by, days = cond.worsening.by, cond.worsening.within_days
         since = report.recorded_at - timedelta(days=days)
-        leaves = []
+        hits = []
         for code, grade in sorted(report.symptoms.items()):
             window = [
                 p
@@ -359,72 +571,20 @@ def _leaf(cond: Condition, env: _Env) -> list[Leaf]:
             # The lowest grade; of its reports, the latest (the one a nurse would look up).
             lowest = min(window, key=lambda p: (p.grade, -p.recorded_at.timestamp()))
             if grade >= lowest.grade + by:
-                leaves.append(
-                    {
-                        "worsening": code,
-                        "grade": grade,
-                        "lowest_grade": lowest.grade,
-                        "lowest_recorded_at": lowest.recorded_at.isoformat(),
-                        "by": by,
-                        "within_days": days,
-                    }
-                )
-        return leaves
+                hits.append(WorseningHit(code, grade, lowest.grade, lowest.recorded_at, by, days))
+        return hits
     if isinstance(cond, OnDrugCond):
-        hits = [code for code in cond.on_drug if code in env.on]
-        return [{"on_drug": hits}] if hits else []
+        drugs = tuple(code for code in cond.on_drug if code in env.on)
+        return [OnDrugHit(drugs)] if drugs else []
     raise TypeError(f"unknown condition {type(cond).__name__}")  # pragma: no cover
 
 
-def _leaf_words(leaf: Leaf, context: PatientContext) -> str:
-    def name(code: str) -> str:
-        return context.symptom_names.get(code) or code.replace("_", " ").capitalize()
-
-    if "symptom" in leaf:
-        grade = leaf["grade"]
-        text = (
-            f"{name(leaf['symptom'])} reported as {GRADE_WORDS[grade]} (grade {grade} of 4; "
-            f"threshold {THRESHOLD_WORDS[leaf['op']]}{leaf['threshold']}"
-        )
-        if leaf.get("serious_for"):
-            text += f"; a serious side effect of {', '.join(leaf['serious_for'])}"
-        return text + ")"
-    if "vital" in leaf:
-        vital = leaf["vital"]
-        return (
-            f"{VITAL_WORDS[vital][0]} {_vital_text(vital, leaf['value'])} {OP_WORDS[leaf['op']]} "
-            f"{_vital_text(vital, leaf['threshold'])}"
-        )
-    if "metric" in leaf:
-        pct = leaf["value"]
-        direction = "above" if pct >= 0 else "below"
-        return (
-            f"Weight {_vital_text('weight_kg', leaf['weight_kg'])} is {abs(pct):.1f}% {direction} "
-            f"baseline {leaf['baseline']['words']}, "
-            f"{OP_WORDS[leaf['op']].removeprefix('is ')} the {leaf['threshold']}% threshold"
-        )
-    if "worsening" in leaf:
-        return (
-            f"{name(leaf['worsening'])} rose to grade {leaf['grade']} from grade "
-            f"{leaf['lowest_grade']}, its lowest in the previous {leaf['within_days']} days "
-            f"(reported {leaf['lowest_recorded_at'][:10]}; threshold: {leaf['by']} grades)"
-        )
-    return f"on {' or '.join(leaf['on_drug'])}"
-
-
-def _causes(leaves: list[Leaf]) -> set[str]:
-    """What a finding rests on, to tell distinct findings apart (on_drug is context, not cause)."""
-    causes = set()
-    for leaf in leaves:
-        if "symptom" in leaf:
-            causes.add(f"symptom:{leaf['symptom']}")
-        elif "worsening" in leaf:
-            causes.add(f"symptom:{leaf['worsening']}")
-        elif "vital" in leaf:
-            causes.add(f"vital:{leaf['vital']}")
-        elif "metric" in leaf:
-            causes.add(f"metric:{leaf['metric']}")
-    return causes
+def _causes(finding: Finding) -> frozenset[str]:
+    """What a finding rests on, to tell distinct findings apart; a finding on no symptom, vital
+    or metric (only drugs, say) is a problem of its own."""
+    grounds = finding.grounds
+    causes = grounds.causes if isinstance(grounds, RuleGrounds) else frozenset()
+    return causes or frozenset({f"rule:{finding.rule_id}"})
 
 
 # --- rules -------------------------------------------------------------------------------------
@@ -432,7 +592,7 @@ def _causes(leaves: list[Leaf]) -> set[str]:
 
 def _evaluate_rule(
     versioned: VersionedRule, report: ReportInput, context: PatientContext, policy: Policy
-) -> tuple[Finding, set[str]] | None:
+) -> Finding | None:
     rule = versioned.rule
     on = _on_drugs(context.therapies, report.recorded_at.date(), rule.watch_days)
     scope_drugs = _scope_drugs(rule, on)
@@ -449,62 +609,53 @@ def _evaluate_rule(
         watch_days=rule.watch_days,
     )
 
-    best: tuple[int, Branch, list[Leaf]] | None = None
+    best: tuple[int, Branch, list[Hit]] | None = None
     for index, branch in enumerate(rule.branches):
-        ok, leaves = _match(branch.when, env)
-        rank = SEVERITY_RANK[branch.severity]
-        if ok and (best is None or rank > SEVERITY_RANK[best[1].severity]):  # ties: first listed
-            best = (index, branch, leaves)
+        ok, hits = _match(branch.when, env)
+        # Ties go to the first listed branch.
+        if ok and (best is None or branch.severity.rank > best[1].severity.rank):
+            best = (index, branch, hits)
     if best is None:
         return None
-    index, branch, leaves = best
+    index, branch, hits = best
 
     drug_code = rule.drug
     if drug_code is None:
-        drug_code = next((leaf["on_drug"][0] for leaf in leaves if "on_drug" in leaf), None)
+        drug_code = next((hit.drugs[0] for hit in hits if isinstance(hit, OnDrugHit)), None)
     if drug_code is None and (rule.scope.drugs or rule.scope.drug_classes):
         # A class rule (e.g. interferon mood) names the patient's drug that brought it in.
         drug_code = scope_drugs[0]
-    detail = "; ".join(_leaf_words(leaf, context) for leaf in leaves)
+    detail = "; ".join(hit.words(context) for hit in hits)
     if branch.note:
         detail += f" ({branch.note})"
-    evidence: dict[str, Any] = {"branch": index, "matched": leaves}
-    baseline = next((leaf["baseline"] for leaf in leaves if "metric" in leaf), None)
-    if baseline is not None:
-        evidence["baseline_weight_kg"] = baseline["weight_kg"]
-        evidence["baseline"] = baseline
-    finding = Finding(
+    return Finding(
         rule_id=rule.id,
         rule_version=versioned.version,
         drug_code=drug_code,
         severity=branch.severity,
         title=rule.title,
         detail=detail,
-        evidence=evidence,
         follow_up_minutes=rule.follow_up_minutes
         or policy.severities[branch.severity].follow_up_minutes,
+        grounds=RuleGrounds(index, tuple(hits)),
     )
-    return finding, _causes(leaves) or {f"rule:{rule.id}"}
 
 
-def _escalation(found: list[tuple[Finding, set[str]]], policy: Policy) -> Finding | None:
+def _escalation(found: list[Finding], policy: Policy) -> Finding | None:
     """UKONS: two or more distinct urgent findings in one report escalate to emergency.
 
     Counted by problem, not by rule: fever grade 3 firing both ``fever`` and ``severe-symptom``
     (or with a measured 38.5 °C) is one problem; nausea 3 and diarrhoea 3, even inside the one
-    ``severe-symptom`` finding, are two. The policy's ``same_problem`` groups say which evidence
-    describes one problem.
+    ``severe-symptom`` finding, are two. The policy's ``same_problem`` groups say which causes
+    describe one problem.
     """
     rule = policy.escalation
     group_of = {cause: group[0] for group in rule.same_problem for cause in group}
-    urgent = sorted(
-        ((f, causes) for f, causes in found if f.severity == "urgent"),
-        key=lambda item: item[0].rule_id,
-    )
-    problems = {group_of.get(cause, cause) for _, causes in urgent for cause in causes}
+    urgent = sorted((f for f in found if f.severity == Severity.URGENT), key=lambda f: f.rule_id)
+    problems = {group_of.get(cause, cause) for f in urgent for cause in _causes(f)}
     if len(problems) < rule.min_urgent:
         return None
-    reasons = "; ".join(f"{f.title}: {f.detail}" for f, _ in urgent)
+    reasons = "; ".join(f"{f.title}: {f.detail}" for f in urgent)
     return Finding(
         rule_id=rule.rule_id,
         rule_version=1,
@@ -512,25 +663,17 @@ def _escalation(found: list[tuple[Finding, set[str]]], policy: Policy) -> Findin
         severity=rule.severity,
         title=rule.title,
         detail=f"{len(problems)} distinct urgent problems in one report: {reasons}",
-        evidence={
-            "causes": [
-                {"rule_id": f.rule_id, "detail": f.detail, "evidence": f.evidence}
-                for f, _ in urgent
-            ],
-            "distinct": sorted(problems),
-        },
         follow_up_minutes=policy.severities[rule.severity].follow_up_minutes,
+        grounds=EscalationGrounds(tuple(urgent), tuple(sorted(problems))),
     )
 
 
-def _without_yielded(
-    found: list[tuple[Finding, set[str]]], yields_to: Mapping[str, Sequence[str]]
-) -> list[tuple[Finding, set[str]]]:
+def _without_yielded(found: list[Finding], yields_to: Mapping[str, Sequence[str]]) -> list[Finding]:
     """Drop a finding whose rule yields to another finding at least as severe; the one that
-    stays says in its evidence which rules it also meets."""
-    rank = {f.rule_id: SEVERITY_RANK[f.severity] for f, _ in found}
+    stays says in its grounds which rules it also meets."""
+    rank = {f.rule_id: f.severity.rank for f in found}
     dropped: dict[str, list[str]] = {}
-    for finding, _ in found:
+    for finding in found:
         for other in yields_to.get(finding.rule_id, ()):
             if rank.get(other, 0) >= rank[finding.rule_id]:
                 dropped.setdefault(other, []).append(finding.rule_id)
@@ -539,18 +682,19 @@ def _without_yielded(
         return found
     gone = {rule_id for covered in dropped.values() for rule_id in covered}
     kept = []
-    for finding, causes in found:
+    for finding in found:
         if finding.rule_id in gone:
             continue
-        if finding.rule_id in dropped:
-            evidence = finding.evidence | {"also_meets": sorted(dropped[finding.rule_id])}
-            finding = replace(finding, evidence=evidence)
-        kept.append((finding, causes))
+        covered = dropped.get(finding.rule_id)
+        if covered and isinstance(finding.grounds, RuleGrounds):
+            grounds = replace(finding.grounds, also_meets=tuple(sorted(covered)))
+            finding = replace(finding, grounds=grounds)  # evidence follows
+        kept.append(finding)
     return kept
 
 
 def _order(finding: Finding) -> tuple[int, str]:
-    return -SEVERITY_RANK[finding.severity], finding.rule_id
+    return -finding.severity.rank, finding.rule_id
 
 
 def evaluate(
@@ -560,13 +704,12 @@ def evaluate(
     policy: Policy,
 ) -> Evaluation:
     found = [
-        result
+        finding
         for versioned in rules
-        if (result := _evaluate_rule(versioned, report, context, policy)) is not None
+        if (finding := _evaluate_rule(versioned, report, context, policy)) is not None
     ]
-    found = _without_yielded(found, {v.rule.id: v.rule.yields_to or () for v in rules})
-    findings = [finding for finding, _ in found]
-    if (escalated := _escalation(found, policy)) is not None:
+    findings = _without_yielded(found, {v.rule.id: v.rule.yields_to or () for v in rules})
+    if (escalated := _escalation(findings, policy)) is not None:
         findings.append(escalated)
     findings.sort(key=_order)
     if not findings:

@@ -19,6 +19,7 @@ from api.rules.definitions import (
     MetricCond,
     OnDrugCond,
     RuleDef,
+    Severity,
     SymptomCond,
     VitalCond,
     WorseningCond,
@@ -27,7 +28,7 @@ from api.rules.definitions import (
 OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "rules.md"
 SIGNS = {"gte": "≥", "gt": ">", "lte": "≤", "lt": "<", "eq": "="}
 GRADES = ("none", "mild", "moderate", "severe", "very severe")
-SEVERITY_ORDER = ("emergency", "urgent", "routine")
+SEVERITY_ORDER = (Severity.EMERGENCY, Severity.URGENT, Severity.ROUTINE)
 
 
 class _Words:
@@ -107,7 +108,7 @@ def render(catalog: ShippedCatalog | None = None) -> str:
         "|---|---|---|",
     ]
     for name in SEVERITY_ORDER:
-        tier = policy.severities[name]  # type: ignore[index]
+        tier = policy.severities[name]
         hours = tier.follow_up_minutes / 60
         lines.append(f"| {name} | {hours:g} h | {tier.advice} |")
     esc = policy.escalation

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.alerts.helpers import WINDOWS, by_rule, list_all, ts
@@ -201,6 +202,7 @@ def test_same_id_different_body_is_a_conflict_and_raises_nothing(
     assert list_all(client, tokens.admin(), patient_id=patient["id"]) == []
 
 
+@pytest.mark.committed
 def test_concurrent_triggering_reports_share_one_episode(
     world: World, client: TestClient, tokens: Tokens, database_url: str
 ) -> None:

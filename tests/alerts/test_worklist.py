@@ -19,7 +19,7 @@ from sqlalchemy import update
 
 from api.models import Alert
 from tests.alerts.helpers import by_rule, holds, list_all, ts
-from tests.conftest import Tokens, World
+from tests.conftest import Tokens, World, db_execute
 from tests.live_server import live_server
 
 IFN = "interferon_alfa_2b"
@@ -460,6 +460,7 @@ def test_illegal_transitions_are_409(
     assert len(events) == 1 + len(done)
 
 
+@pytest.mark.committed
 def test_concurrent_resolves_have_exactly_one_winner(
     world: World, client: TestClient, tokens: Tokens, database_url: str
 ) -> None:
@@ -574,13 +575,13 @@ def walk_events(client: TestClient, tokens: Tokens, alert_id: str) -> list[dict[
 def make_overdue(client: TestClient, alert_id: str) -> None:
     # Test setup only: follow_up_due_at is computed from the time the report arrives, so no API
     # call can create an alert that is already past due; the test moves the due time back in the
-    # database through the app's own engine instead of sleeping for an hour.
-    with client.app.state.engine.begin() as conn:  # type: ignore[attr-defined]
-        conn.execute(
-            update(Alert)
-            .where(Alert.id == uuid.UUID(alert_id))
-            .values(follow_up_due_at=datetime.now(UTC) - timedelta(hours=2))
-        )
+    # database through the app's own connection instead of sleeping for an hour.
+    db_execute(
+        client,
+        update(Alert)
+        .where(Alert.id == uuid.UUID(alert_id))
+        .values(follow_up_due_at=datetime.now(UTC) - timedelta(hours=2)),
+    )
 
 
 def test_summary_counts(world: World, client: TestClient, tokens: Tokens) -> None:

@@ -147,8 +147,9 @@ def test_made_up_key_ids_cost_the_provider_one_fetch_per_window(
         assert status(client, provider.token("k1")) == 200  # known keys go on working
 
 
-# The `client` fixture removes the patient made here when the test ends, as for every test.
-@pytest.mark.usefixtures("client")
+# The app here commits (it is not the rolled-back test app): `committed_client` removes the
+# patient made here when the test ends.
+@pytest.mark.usefixtures("committed_client")
 def test_claims_come_from_the_configured_paths(database_url: str, provider: Provider) -> None:
     with client_for(database_url, provider) as client:
         admin = provider.token("k1", {"realm_access": {"roles": ["admin", "clinician"]}})

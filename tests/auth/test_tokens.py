@@ -182,7 +182,6 @@ def strict_client(database_url: str) -> Iterator[TestClient]:
     app = create_app(make_settings(database_url, jwt_issuer=ISSUER, jwt_audience=AUDIENCE))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
-    app.state.engine.dispose()
 
 
 ISS_AUD_CASES: dict[str, tuple[dict[str, Any], int]] = {
@@ -269,10 +268,7 @@ def test_the_app_starts_in_production_with_a_real_secret(clean_env: pytest.Monke
     clean_env.setenv("APP_ENV", "production")
     clean_env.setenv("JWT_SECRET", TEST_SECRET)
     app = create_app()
-    try:
-        assert app.state.settings.app_env == "production"
-    finally:
-        app.state.engine.dispose()
+    assert app.state.settings.app_env == "production"
 
 
 # --- the development token command ------------------------------------------------------------
@@ -381,7 +377,6 @@ def test_a_token_lives_at_most_jwt_max_lifetime(client: TestClient, database_url
         two_hours = bearer(sign(claims(exp=now + timedelta(hours=2))))
         assert_unauthorized(short.get(PROTECTED, headers=two_hours))
         assert short.get(PROTECTED, headers=bearer(sign(claims()))).status_code == 200
-    app.state.engine.dispose()
 
 
 def test_the_token_command_refuses_a_lifetime_over_the_cap(

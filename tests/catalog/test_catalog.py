@@ -202,4 +202,3 @@ def test_shipping_a_changed_catalog_and_upgrading_updates_it(
             assert rule["title"] == "Very high temperature (revised)"
             filgrastim = client.get("/v1/drugs/filgrastim", headers=admin).json()
             assert filgrastim["brand_names"] == ["Neupogen", "Local brand"]
-        app.state.engine.dispose()

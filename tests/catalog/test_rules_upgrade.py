@@ -80,4 +80,3 @@ def test_upgrading_the_previous_release_versions_every_changed_rule(
             new = {a["rule_id"]: a for a in again["alerts"]}
             assert new["bev-perforation"]["severity"] == "urgent"
             assert new["bev-perforation"]["rule_version"] == 2
-        app.state.engine.dispose()

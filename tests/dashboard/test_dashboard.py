@@ -25,7 +25,7 @@ from sqlalchemy import update
 
 from api.dashboard.router import page_config
 from api.models import Alert
-from tests.conftest import Tokens, World, report_body
+from tests.conftest import Tokens, World, engine_of, report_body
 from tests.dashboard.conftest import Browsing, raw
 from tests.notifications.live import wait_for
 
@@ -90,7 +90,7 @@ def test_the_worklist_is_in_triage_order_and_new_alerts_appear_within_2_s(
     two_days_ago = datetime.now(UTC) - timedelta(days=2)
     world.report(p3["id"], symptoms={"fatigue": 0}, recorded_at=two_days_ago)
     r1 = one_alert(world.report(p3["id"], symptoms={"fatigue": 2}), "routine")
-    with app.state.engine.begin() as conn:
+    with engine_of(app).begin() as conn:
         conn.execute(
             update(Alert)
             .where(Alert.id == uuid.UUID(u2))

@@ -51,4 +51,3 @@ def test_configured_origins_may_call_the_api(database_url: str, tokens: Tokens) 
             "/v1/symptoms", headers={**tokens.admin(), "Origin": "https://evil.example"}
         )
         assert "access-control-allow-origin" not in plain.headers
-    app.state.engine.dispose()

@@ -78,7 +78,6 @@ def failing_app(database_url: str) -> Iterator[FastAPI]:
         raise RuntimeError("secret internals: patient 123 fever 4")
 
     yield app
-    app.state.engine.dispose()
 
 
 def test_unexpected_exception_is_500_without_internals(

@@ -36,4 +36,3 @@ def test_readyz_is_503_with_retry_after_when_the_database_does_not_answer() -> N
         assert response.status_code == 503
         assert response.headers["content-type"] == "application/problem+json"
         assert "retry-after" in response.headers
-    app.state.engine.dispose()

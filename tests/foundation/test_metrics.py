@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
@@ -75,7 +76,6 @@ def test_the_metrics_token_guards_the_endpoint(database_url: str) -> None:
         assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
         good = {"Authorization": "Bearer scrape-" + "s" * 30}
         assert client.get("/metrics", headers=good).status_code == 200
-    app.state.engine.dispose()
 
 
 def workers_that_stored(directory: Path) -> list[Path]:
@@ -88,6 +88,7 @@ def workers_that_stored(directory: Path) -> list[Path]:
     return found
 
 
+@pytest.mark.committed
 def test_two_workers_report_one_consistent_set(
     database_url: str, tmp_path: Path, tokens: Tokens, world: World
 ) -> None:

@@ -41,7 +41,8 @@ def test_the_app_refuses_to_start_with_a_one_line_reason(monkeypatch: pytest.Mon
 
 
 def test_an_in_memory_sqlite_url_starts() -> None:
-    app = create_app(Settings(_env_file=None, database_url="sqlite://"))  # type: ignore[call-arg]
+    # No job loop: an in-memory database has no tables for it (nothing ran the migrations).
+    settings = Settings(_env_file=None, database_url="sqlite://", worker_mode="off")  # type: ignore[call-arg]
+    app = create_app(settings)
     with TestClient(app) as client:
         assert client.get("/readyz").status_code == 200
-    app.state.engine.dispose()

@@ -13,7 +13,7 @@ from sqlalchemy import update
 from standardwebhooks import Webhook as Verifier
 
 from api.alerts.models import Alert
-from tests.conftest import Tokens, World
+from tests.conftest import Tokens, World, engine_of
 from tests.notifications.live import Receiver, uvicorn, wait_for
 from tests.notifications.test_webhooks import DANGER, subscribe
 
@@ -114,7 +114,7 @@ def test_overdue_is_marked_once(
         assert response.status_code == 200
     # Setup shortcut: the follow-up windows are an hour and more; move them into the past.
     past = datetime.now(UTC) - timedelta(seconds=1)
-    with app.state.engine.begin() as conn:
+    with engine_of(app).begin() as conn:
         conn.execute(update(Alert).values(follow_up_due_at=past))
     with uvicorn(database_url, tmp_path, WORKER_MODE="inline"):
         for alert in alerts:

@@ -3,6 +3,7 @@ misses an event that commits later with a smaller id."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -10,10 +11,11 @@ import uuid
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import Connection, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.alerts.events import event_row, write_events
 from api.alerts.models import AlertEvent
-from api.db import make_engine, utcnow
+from api.db import make_async_engine, make_engine, utcnow
 from tests.conftest import World, make_settings
 from tests.notifications.test_webhooks import DANGER
 
@@ -29,6 +31,7 @@ def _an_alert(world: World) -> uuid.UUID:
     return uuid.UUID(world.report(patient["id"], vitals=DANGER)["alerts"][0]["id"])
 
 
+@pytest.mark.postgres_only
 def test_without_the_lock_postgresql_commits_out_of_id_order(
     world: World, app: FastAPI, database_url: str, is_postgres: bool
 ) -> None:
@@ -57,49 +60,62 @@ def test_event_writers_commit_in_id_order(world: World, database_url: str) -> No
     """Two transactions writing events at once: the second cannot take an id until the first
     has committed, so no reader ever sees the later id without the earlier one."""
     alert_id = _an_alert(world)
-    engine = make_engine(make_settings(database_url))
-    second_id: list[int] = []
+    settings = make_settings(database_url)
+    engine = make_engine(settings)
     snapshots: list[set[int]] = []
+    watched: list[int] = []
     stop = threading.Event()
 
-    def newest(conn: Connection) -> int:
-        return conn.scalar(select(events.c.id).order_by(events.c.id.desc()).limit(1)) or 0
+    def watch() -> None:
+        with engine.connect() as reader:
+            while not stop.is_set():
+                with reader.begin():
+                    snapshots.append(_visible(reader, list(watched)))
+                time.sleep(0.01)
 
-    def second_writer() -> None:
-        with engine.connect() as conn, conn.begin():
-            write_events(conn, [event_row(alert_id, "overdue", utcnow(), to_status="open")])
-            second_id.append(newest(conn))
+    watcher = threading.Thread(target=watch)
+
+    async def newest(conn: AsyncConnection) -> int:
+        return await conn.scalar(select(events.c.id).order_by(events.c.id.desc()).limit(1)) or 0
+
+    async def writers() -> tuple[int, int]:
+        # The writers go the service's way: write_events on the asyncio engine.
+        writer_engine = make_async_engine(settings)
+        row = event_row(alert_id, "overdue", utcnow(), to_status="open")
+
+        async def second_writer() -> int:
+            async with writer_engine.connect() as conn, conn.begin():
+                await write_events(conn, [row])
+                return await newest(conn)
+
+        try:
+            async with writer_engine.connect() as first:
+                async with first.begin():
+                    await write_events(first, [row])
+                    first_id = await newest(first)
+                    second = asyncio.create_task(second_writer())
+                    await asyncio.sleep(0.5)
+                    assert not second.done(), (
+                        "the second writer took an id while the first was open"
+                    )
+                    watched.append(first_id)
+                    watcher.start()
+                second_id = await asyncio.wait_for(second, 30)
+            return first_id, second_id
+        finally:
+            await writer_engine.dispose()
 
     try:
-        with engine.connect() as first, engine.connect() as reader:
-            watched: list[int] = []
-
-            def watch() -> None:
-                while not stop.is_set():
-                    with reader.begin():
-                        snapshots.append(_visible(reader, list(watched)))
-                    time.sleep(0.01)
-
-            with first.begin():
-                write_events(first, [event_row(alert_id, "overdue", utcnow(), to_status="open")])
-                first_id = newest(first)
-                thread = threading.Thread(target=second_writer)
-                thread.start()
-                time.sleep(0.5)
-                assert thread.is_alive(), "the second writer took an id while the first was open"
-                assert second_id == []
-                watched.append(first_id)
-                watcher = threading.Thread(target=watch)
-                watcher.start()
-            thread.join(timeout=30)
-            assert not thread.is_alive()
-            watched.append(second_id[0])
-            time.sleep(0.2)
-            stop.set()
-            watcher.join(timeout=10)
+        first_id, second_id = asyncio.run(writers())
+        watched.append(second_id)
+        time.sleep(0.2)
+        stop.set()
+        watcher.join(timeout=10)
     finally:
         stop.set()
+        if watcher.is_alive():
+            watcher.join(timeout=10)
         engine.dispose()
-    assert first_id < second_id[0]
+    assert first_id < second_id
     # Every snapshot the reader took is a prefix in id order: never the second without the first.
     assert all(first_id in seen or not seen for seen in snapshots), snapshots

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from standardwebhooks import Webhook as Verifier
 
 from api.notifications.models import Webhook, WebhookDelivery
-from tests.conftest import Tokens, World, create_app, make_settings
+from tests.conftest import Tokens, World, create_app, engine_of, make_settings
 from tests.notifications.live import Receiver, uvicorn, wait_for, worker
 
 # A report that raises an emergency for any patient (SpO2 88 %).
@@ -146,7 +146,6 @@ def test_production_requires_https_unless_allowed(database_url: str, tokens: Tok
             https = {**body, "url": "https://example.org/hook"}
             response = client.post("/v1/webhooks", json=https, headers=tokens.admin())
             assert response.status_code == 201
-        app.state.engine.dispose()
 
 
 # --- delivery -------------------------------------------------------------------------------
@@ -300,7 +299,7 @@ def test_a_stopping_worker_finishes_its_sends_and_holds_no_lease(
         (1, 204, "delivered")
     ] * len(log)
     assert {str(d["event_id"]) for d in log} == set(receiver.ids())
-    with app.state.engine.connect() as conn:
+    with engine_of(app).connect() as conn:
         leased = conn.scalar(select(func.count()).where(WebhookDelivery.leased_by.is_not(None)))
     assert leased == 0
 
@@ -332,7 +331,7 @@ def test_secrets_are_sealed_at_rest_with_webhook_secrets_key(
         receiver.stop()
     for delivery in receiver.received:
         Verifier(secret).verify(delivery.body, delivery.headers)
-    with app.state.engine.connect() as conn:
+    with engine_of(app).connect() as conn:
         stored = conn.scalar(select(Webhook.secret))
     assert stored is not None and stored.startswith("fernet:")
     assert secret.removeprefix("whsec_") not in stored

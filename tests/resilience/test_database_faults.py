@@ -34,6 +34,7 @@ def assert_unavailable(response: httpx.Response) -> None:
     assert "psycopg" not in response.text and "Traceback" not in response.text
 
 
+@pytest.mark.postgres_only
 def test_database_outage_and_recovery(
     proxied_url: tuple[TcpProxy, str], world: World, tokens: Tokens
 ) -> None:
@@ -66,6 +67,7 @@ def test_database_outage_and_recovery(
         assert client.post(reports, json=lost, headers=headers).status_code == 200
 
 
+@pytest.mark.postgres_only
 def test_a_report_waiting_too_long_for_its_patient_gets_503_busy(
     database_url: str, world: World, tokens: Tokens
 ) -> None:
@@ -93,6 +95,7 @@ def test_a_report_waiting_too_long_for_its_patient_gets_503_busy(
     engine.dispose()
 
 
+@pytest.mark.postgres_only
 def test_a_request_waiting_too_long_for_a_connection_gets_503_busy(
     database_url: str, world: World, tokens: Tokens
 ) -> None:

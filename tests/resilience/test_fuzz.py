@@ -325,7 +325,6 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
         upgrade(url)
         application = create_app(make_settings(url))
         yield application
-        application.state.engine.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from tests.conftest import Tokens, World, make_settings, report_body
 def limited_app(database_url: str) -> Iterator[FastAPI]:
     app = create_app(make_settings(database_url, rate_limit_per_minute=3))
     yield app
-    app.state.engine.dispose()
 
 
 def test_rate_limit_is_per_token_with_retry_after(limited_app: FastAPI, tokens: Tokens) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from api.alerts.models import OPEN_STATUSES, Alert, AlertEvent
 from api.reports.models import Report, ReportSymptom
-from tests.conftest import World, report_body
+from tests.conftest import World, engine_of, report_body
 from tests.live_server import live_server
 
 PATIENTS = 6
@@ -59,7 +59,7 @@ def test_concurrent_posts_with_retries_store_each_report_once(
         ids_by_key.setdefault(key, set()).add(report_id)
     assert all(len(ids) == 1 for ids in ids_by_key.values())  # every answer names the same row
 
-    with client.app.state.engine.connect() as conn:  # type: ignore[attr-defined]
+    with engine_of(client.app).connect() as conn:
         stored = conn.execute(select(Report.client_report_id, Report.id)).all()
         assert sorted(str(k) for k, _ in stored) == sorted(keys)
         assert {str(i) for _, i in stored} == {i for ids in ids_by_key.values() for i in ids}

@@ -26,7 +26,6 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 def limited_app(database_url: str) -> Iterator[FastAPI]:
     app = create_app(make_settings(database_url, rate_limit_per_minute=3))
     yield app
-    app.state.engine.dispose()
 
 
 def test_spelling_the_header_differently_gives_no_fresh_budget(

@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import json
+from dataclasses import FrozenInstanceError
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from api.rules.definitions import Policy, RuleDef
+from api.rules.definitions import SEVERITY_RANK, Policy, RuleDef, Severity
 from api.rules.engine import (
     Advice,
+    Baseline,
+    EscalationGrounds,
     Evaluation,
     Finding,
+    Hit,
+    MetricHit,
+    OnDrugHit,
     PatientContext,
     PriorGrade,
     ReportInput,
+    RuleGrounds,
+    SymptomHit,
     Therapy,
     VersionedRule,
+    VitalHit,
+    WorseningHit,
     evaluate,
     referenced_drugs,
     referenced_symptoms,
@@ -400,20 +410,22 @@ def test_finding_fields_and_detail_words() -> None:
         )
     ]
     result = run(rules, vitals={"systolic_bp": 84}, therapies=[therapy("aldesleukin")])
-    assert only(result) == Finding(
+    finding = only(result)
+    assert finding == Finding(
         rule_id="cls-hypotension",
         rule_version=3,
         drug_code="aldesleukin",
-        severity="emergency",
+        severity=Severity.EMERGENCY,
         title="Low blood pressure",
         detail="Systolic blood pressure 84 mm Hg is below 90 mm Hg (capillary leak sign)",
-        evidence={
-            "branch": 0,
-            "matched": [{"vital": "systolic_bp", "value": 84, "op": "lt", "threshold": 90}],
-        },
         follow_up_minutes=60,
+        grounds=RuleGrounds(branch=0, hits=(VitalHit("systolic_bp", 84, "lt", 90),)),
     )
-    assert result.advice == Advice("emergency", "Call now.")
+    assert finding.evidence == {
+        "branch": 0,
+        "matched": [{"vital": "systolic_bp", "value": 84, "op": "lt", "threshold": 90}],
+    }
+    assert result.advice == Advice(Severity.EMERGENCY, "Call now.")
 
 
 def test_symptom_detail_uses_display_names() -> None:
@@ -624,6 +636,9 @@ def test_two_urgent_findings_on_different_evidence_escalate() -> None:
     assert [c["rule_id"] for c in escalation.evidence["causes"]] == ["fever", "severe-symptom"]
     assert escalation.evidence["distinct"] == ["symptom:nausea", "vital:temperature_c"]
     assert escalation.evidence["causes"][0]["evidence"] == result.findings[1].evidence
+    assert escalation.grounds == EscalationGrounds(
+        findings=tuple(result.findings[1:]), distinct=("symptom:nausea", "vital:temperature_c")
+    )
     assert "Temperature 38.5 °C" in escalation.detail
     assert "Nausea reported as severe" in escalation.detail
     assert result.advice == Advice("emergency", "Call now.")
@@ -679,6 +694,178 @@ def test_min_urgent_comes_from_the_policy() -> None:
     )
     result = run([*RULES, spo2], {"nausea": 3}, {"temperature_c": 38.5, "spo2": 91}, policy=strict)
     assert fired(result)["multiple-urgent"] == "emergency"
+
+
+# --- typed hits, grounds and severity ----------------------------------------------------------
+
+NAMED = PatientContext(symptom_names={"decreased_urination": "Passing less urine"})
+WEIGHED_AT = datetime(2026, 2, 25, 8, 0, tzinfo=UTC)
+PRE_DOSE = Baseline(70.0, "pre_dose", WEIGHED_AT)
+
+
+@pytest.mark.parametrize(
+    ("hit", "cause", "words", "evidence"),
+    [
+        (
+            SymptomHit("decreased_urination", 4, "gt", 2.0),
+            "symptom:decreased_urination",
+            "Passing less urine reported as very severe (grade 4 of 4; threshold above 2)",
+            {"symptom": "decreased_urination", "grade": 4, "op": "gt", "threshold": 2},
+        ),
+        (
+            SymptomHit("swelling", 3, "gte", 2.5, serious_for=("aldesleukin", "bevacizumab")),
+            "symptom:swelling",
+            "Swelling reported as severe (grade 3 of 4; threshold 2.5; a serious side effect of "
+            "aldesleukin, bevacizumab)",
+            {
+                "symptom": "swelling",
+                "grade": 3,
+                "op": "gte",
+                "threshold": 2.5,
+                "serious_for": ["aldesleukin", "bevacizumab"],
+            },
+        ),
+        (
+            VitalHit("temperature_c", 38.46, "gte", 38.0),
+            "vital:temperature_c",
+            "Temperature 38.5 °C is at or above 38.0 °C",
+            {"vital": "temperature_c", "value": 38.46, "op": "gte", "threshold": 38},
+        ),
+        (
+            MetricHit("weight_gain_pct", -4.29, "lt", -3.0, 67.0, PRE_DOSE),
+            "metric:weight_gain_pct",
+            "Weight 67.0 kg is 4.3% below baseline 70.0 kg reported 2026-02-25, before the "
+            "course, below the -3% threshold",
+            {
+                "metric": "weight_gain_pct",
+                "value": -4.29,
+                "op": "lt",
+                "threshold": -3,
+                "weight_kg": 67.0,
+                "baseline_weight_kg": 70.0,
+                "baseline": {
+                    "weight_kg": 70.0,
+                    "source": "pre_dose",
+                    "recorded_at": "2026-02-25T08:00:00+00:00",
+                    "words": "70.0 kg reported 2026-02-25, before the course",
+                },
+            },
+        ),
+        (
+            WorseningHit("nausea", 3, 1, NOW - timedelta(days=3), by=2, within_days=14),
+            "symptom:nausea",
+            "Nausea rose to grade 3 from grade 1, its lowest in the previous 14 days "
+            "(reported 2026-03-07; threshold: 2 grades)",
+            {
+                "worsening": "nausea",
+                "grade": 3,
+                "lowest_grade": 1,
+                "lowest_recorded_at": "2026-03-07T09:00:00+00:00",
+                "by": 2,
+                "within_days": 14,
+            },
+        ),
+        (
+            OnDrugHit(("aldesleukin", "bevacizumab")),
+            None,  # context, not a problem of its own
+            "on aldesleukin or bevacizumab",
+            {"on_drug": ["aldesleukin", "bevacizumab"]},
+        ),
+    ],
+)
+def test_hit_cause_words_and_evidence(
+    hit: Hit, cause: str | None, words: str, evidence: dict[str, Any]
+) -> None:
+    assert hit.cause == cause
+    assert hit.words(NAMED) == words
+    assert hit.as_evidence() == evidence
+    assert list(hit.as_evidence()) == list(evidence)  # stored alerts keep this key order
+    json.dumps(hit.as_evidence())
+
+
+def test_hits_are_frozen_and_slotted() -> None:
+    hit = SymptomHit("rash", 3, "gte", 3.0)
+    with pytest.raises(FrozenInstanceError):
+        hit.grade = 4  # type: ignore[misc]
+    assert not hasattr(hit, "__dict__")
+    assert hit == SymptomHit("rash", 3, "gte", 3)
+
+
+def test_rule_grounds_evidence_adds_the_baseline_and_the_rules_it_also_meets() -> None:
+    weight = MetricHit("weight_gain_pct", 8.0, "gte", 5.0, 75.6, PRE_DOSE)
+    grounds = RuleGrounds(1, (OnDrugHit(("aldesleukin",)), weight), also_meets=("circulation",))
+    assert grounds.baseline is PRE_DOSE
+    assert grounds.causes == {"metric:weight_gain_pct"}
+    evidence = grounds.as_evidence()
+    assert list(evidence) == ["branch", "matched", "baseline_weight_kg", "baseline", "also_meets"]
+    assert evidence["branch"] == 1
+    assert evidence["matched"] == [{"on_drug": ["aldesleukin"]}, weight.as_evidence()]
+    assert evidence["baseline_weight_kg"] == 70.0
+    assert evidence["baseline"] == PRE_DOSE.as_evidence()
+    assert evidence["also_meets"] == ["circulation"]
+    bare = RuleGrounds(0, (OnDrugHit(("aldesleukin",)),))
+    assert (bare.baseline, bare.causes, list(bare.as_evidence())) == (
+        None,
+        set(),
+        ["branch", "matched"],
+    )
+
+
+def test_the_rule_that_stays_names_the_rules_that_yielded_to_it() -> None:
+    low_bp = {"vital": "systolic_bp", "lt": 90}
+    rules = [
+        rule("general", branch("urgent", low_bp), yields_to=["specific"]),
+        rule("specific", branch("emergency", low_bp)),
+    ]
+    finding = only(run(rules, vitals={"systolic_bp": 84}))
+    assert finding.rule_id == "specific"
+    hit = VitalHit("systolic_bp", 84, "lt", 90)
+    assert finding.grounds == RuleGrounds(0, (hit,), also_meets=("general",))
+    assert finding.evidence == {
+        "branch": 0,
+        "matched": [hit.as_evidence()],
+        "also_meets": ["general"],
+    }
+
+
+def test_finding_evidence_is_its_grounds_as_json_computed_once() -> None:
+    when = {"all": [{"metric": "weight_gain_pct", "gte": 5}, {"on_drug": ["aldesleukin"]}]}
+    rules = [rule("w", branch("urgent", when))]
+    on = [therapy("aldesleukin")]
+    finding = only(run(rules, vitals={"weight_kg": 75.6}, baseline_weight_kg=70.0, therapies=on))
+    assert isinstance(finding.grounds, RuleGrounds)
+    weight, drug = finding.grounds.hits
+    assert isinstance(weight, MetricHit) and weight.baseline == Baseline(70.0, "recorded")
+    assert drug == OnDrugHit(("aldesleukin",))
+    assert finding.drug_code == "aldesleukin"
+    assert finding.evidence == finding.grounds.as_evidence()
+    assert finding.evidence is finding.evidence
+
+
+def test_severity_is_the_enum_and_still_the_word() -> None:
+    rules = [rule("r", branch("urgent", {"symptom": "rash", "gte": 1}))]
+    result = run(rules, {"rash": 1})
+    finding = only(result)
+    assert finding.severity is Severity.URGENT
+    assert result.advice is not None and result.advice.severity is Severity.URGENT
+    # Stored, compared and serialised as the plain word, as before.
+    assert finding.severity == "urgent"
+    assert f"{finding.severity}" == "urgent"
+    assert json.dumps({"severity": finding.severity}) == '{"severity": "urgent"}'
+    assert SEVERITY_RANK["urgent"] == SEVERITY_RANK[finding.severity] == finding.severity.rank
+    assert [s.rank for s in Severity] == [1, 2, 3]
+
+
+def test_policy_and_rules_parse_severity_words_into_the_enum() -> None:
+    assert set(POLICY.severities) == set(Severity)
+    assert POLICY.escalation.severity is Severity.EMERGENCY
+    defined = rule("r", branch("routine", {"symptom": "rash", "gte": 1})).rule
+    assert defined.branches[0].severity is Severity.ROUTINE
+    assert defined.model_dump(mode="json")["branches"][0]["severity"] == "routine"
+    tiers = POLICY.model_dump(mode="json")
+    del tiers["severities"]["urgent"]
+    with pytest.raises(ValueError, match=r"missing severity tiers: \['urgent'\]"):
+        Policy.model_validate(tiers)
 
 
 # --- referenced codes ---------------------------------------------------------------------------
