@@ -7,7 +7,8 @@
 --           measured on those drugs (comma separated), baseline weight in kg (may be empty)
 -- MODE      "single": POST /v1/patients/{id}/reports, one report
 --           "batch":  POST /v1/patients/{id}/reports/batch, BATCH reports (default 100)
--- EXPECT    the status every response must have (201 single, 200 batch; 200 against the echo app)
+--           "baseline": POST /reports, one report with "patient_id" added (bench/baseline_app.py)
+-- EXPECT    the status every response must have (201 single, 200 batch, echo app and baseline)
 -- SERVER_EPOCH  the server's clock (unix seconds) when the run started: recorded_at is "now" on
 --           that clock, never in the future (the API refuses > 5 minutes ahead)
 -- SALT      8 hex digits unique to this wrk run: client_report_id = SALT-THREAD-4rrr-Vrrr-COUNTER,
@@ -71,7 +72,9 @@ function init(args)
                ["Content-Type"] = "application/json",
             },
          }
+         p.id = f[1]
          p.path = "/v1/patients/" .. f[1] .. (mode == "batch" and "/reports/batch" or "/reports")
+         if mode == "baseline" then p.path = "/reports" end
          p.serious = {}
          for _, code in ipairs(split(f[4], ",")) do
             p.codes[#p.codes + 1] = code
@@ -170,6 +173,8 @@ function request()
          items[i] = report(p, now - (batch_size - i) * 300 - random(0, 200))
       end
       body = '{"reports":[' .. concat(items, ",") .. "]}"
+   elseif mode == "baseline" then
+      body = '{"patient_id":"' .. p.id .. '",' .. string.sub(report(p, now - random(0, 600)), 2)
    else
       body = report(p, now - random(0, 600))
    end

@@ -7,7 +7,10 @@ For each database and size: a fresh database (PostgreSQL: CREATE DATABASE bench_
 server; SQLite: a temp file), `alembic upgrade head`, a bulk seed (bench/seed.py: COPY on
 PostgreSQL, Core executemany on SQLite), then for each worker count uvicorn serving api.main:app
 on it, and wrk driving the workloads (Lua scripts bench/reports.lua and bench/get.lua). The same
-wrk script and bodies against bench/echo.py under the same uvicorn settings give the echo bound.
+wrk script and bodies against bench/echo.py under the same uvicorn settings give the echo bound;
+bench/baseline_app.py (report ingest as FastAPI's SQL tutorial writes it) on a database of its own,
+driven like ingest, gives the tutorial baseline. Each run also measures the CPU time of the server
+processes and of the PostgreSQL backends serving its database, per request (CpuMeter).
 Prints one table, and writes it (JSON and markdown) with the raw wrk output and the server logs to
 bench/results/<date>/. Servers, databases and temp files are removed on exit, Ctrl-C included.
 """
@@ -28,6 +31,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -181,6 +185,197 @@ def _proc_cpu_seconds(session: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CPU_POLL_S = 0.25  # how often CpuMeter samples while wrk runs
+
+
+def _proc_stat(pid: int) -> tuple[int, int, int, int, int] | None:
+    """(session, start time, utime + stime, cutime + cstime, ppid) of a live process, CPU in
+    clock ticks; None if it is gone. cutime + cstime: the children it has reaped."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # after "comm)": state(0) ppid(1) pgrp session(3) ... utime(11) stime(12) cutime(13)
+    # cstime(14) ... starttime(19)
+    return (
+        int(fields[3]),
+        int(fields[19]),
+        int(fields[11]) + int(fields[12]),
+        int(fields[13]) + int(fields[14]),
+        int(fields[1]),
+    )
+
+
+def _is_postgres(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().startswith(b"postgres")
+    except OSError:
+        return False
+
+
+def _session_pids(session: int) -> list[int]:
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            st = _proc_stat(int(entry.name))
+            if st is not None and st[0] == session:
+                pids.append(int(entry.name))
+    return pids
+
+
+@dataclass
+class CpuUsage:
+    api_s: float  # CPU seconds of the server's processes over the measured interval
+    db_s: float | None  # of the PostgreSQL backends serving its database; None: not measured
+    db_by_type: dict[str, float] = field(default_factory=dict)  # backend_type -> seconds, seen
+    db_unseen_s: float = 0.0  # exited backends never sampled (the postmaster's reaped CPU)
+    db_backends: int = 0  # distinct backends of the database seen
+    db_exited: int = 0  # of which gone before the end
+    other_exited: int = 0  # backends of other databases that exited during the run
+    note: str = ""
+
+
+SERVING = ("client backend", "parallel worker")
+
+
+class CpuMeter:
+    """User + system CPU time of a server and of the PostgreSQL backends serving it, between
+    start() and stop(), from /proc/<pid>/stat (see "How CPU is measured" in bench/README.md).
+
+    The server: every process of its session (uvicorn runs in a session of its own; the master
+    and its workers are all in it). The database: the backends pg_stat_activity lists for the
+    benchmark database (client backends and parallel workers; autovacuum is reported apart),
+    looked up on a connection to the admin database (not counted). Sampled every CPU_POLL_S
+    while wrk runs, per process (pid and start time), from its value at start() (0 if it started
+    later) to its last sample. Backends that exit during the run (pool overflow connections
+    closed on check-in) are reaped by the postmaster, whose cutime + cstime then grows by their
+    whole CPU time: that growth, less what the samples already hold for the exited backends we
+    saw (of any database), is the CPU of backends that lived between two samples, or of the tail
+    of one after its last sample; it is counted for the benchmark database (on a server that
+    serves nothing else, nobody else's backends come and go).
+    """
+
+    def __init__(self, session: int, pg: tuple[str, str] | None = None) -> None:
+        self.session = session
+        self.pg = pg  # (admin url, database name)
+        self._base: dict[tuple[int, int], int] = {}
+        self._last: dict[tuple[int, int], int] = {}
+        self._kind: dict[tuple[int, int], str] = {}
+        self._api_pids: list[int] = []
+        self._conn: Any = None
+        self._postmaster: int | None = None
+        self._reaped0 = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._note = ""
+
+    def _sample(self, pid: int, kind: str, first: bool) -> None:
+        st = _proc_stat(pid)
+        if st is None:
+            return
+        key = (pid, st[1])
+        if key not in self._kind and kind != "api" and not _is_postgres(pid):
+            return  # pg_stat_activity's pid is not a process here (another host, container)
+        if first:
+            self._base.setdefault(key, st[2])
+        self._last[key] = st[2]
+        self._kind.setdefault(key, kind)
+
+    def _backends(self) -> list[tuple[int, str]]:
+        if self._conn is None:
+            return []
+        try:
+            rows = self._conn.execute(
+                "SELECT pid, datname, backend_type FROM pg_stat_activity"
+                " WHERE datname IS NOT NULL AND pid <> pg_backend_pid()"
+            ).fetchall()
+        except Exception as exc:
+            self._note = f"pg_stat_activity: {exc}"
+            return []
+        out = []
+        for pid, datname, kind in rows:
+            prefix = "db:" if datname == self.pg[1] else "other:"  # type: ignore[index]
+            out.append((int(pid), prefix + str(kind)))
+        return out
+
+    def _poll(self, first: bool = False) -> None:
+        for pid in self._api_pids:
+            self._sample(pid, "api", first)
+        for pid, kind in self._backends():
+            self._sample(pid, kind, first)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(CPU_POLL_S):
+            self._poll()
+
+    def _reaped(self) -> int:
+        st = _proc_stat(self._postmaster) if self._postmaster else None
+        return st[3] if st is not None else 0
+
+    def start(self) -> None:
+        self._api_pids = _session_pids(self.session)
+        if self.pg is not None:
+            try:
+                import psycopg
+
+                self._conn = psycopg.connect(pg_dsn(self.pg[0]), autocommit=True, connect_timeout=5)
+                own = self._conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+                st = _proc_stat(int(own))
+                if st is not None and _is_postgres(int(own)) and _is_postgres(st[4]):
+                    self._postmaster = st[4]
+                    self._reaped0 = self._reaped()
+            except Exception as exc:
+                self._note = f"no database CPU: {exc}"
+        self._poll(first=True)
+        self._thread = threading.Thread(target=self._loop, name="cpu-meter", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> CpuUsage:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._api_pids = _session_pids(self.session)  # a worker started during the run too
+        self._poll()
+        reaped = self._reaped() - self._reaped0
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        exited = {k for k in self._last if (_proc_stat(k[0]) or (0, -1))[1] != k[1]}
+        by_kind: dict[str, float] = {}
+        for key, last in self._last.items():
+            kind = self._kind[key]
+            by_kind[kind] = by_kind.get(kind, 0.0) + (last - self._base.get(key, 0)) / CLK_TCK
+        db_keys = [k for k in self._last if self._kind[k].startswith("db:")]
+        db_by_type = {k[3:]: v for k, v in by_kind.items() if k.startswith("db:")}
+        unseen = 0.0
+        if self._postmaster is not None:
+            seen_exited = sum(self._last[k] for k in exited if self._kind[k] != "api")
+            unseen = max(0, reaped - seen_exited) / CLK_TCK
+        other_exited = len([k for k in exited if self._kind[k].startswith("other:")])
+        db_s: float | None = None
+        if self.pg is not None and self._conn is not None:
+            db_s = sum(v for k, v in db_by_type.items() if k in SERVING) + unseen
+            if not db_keys:
+                # no backend of the database readable in /proc: another host or container
+                db_s = None
+                self._note = self._note or "no backend of the database found in /proc"
+            elif self._postmaster is None:
+                self._note = "postmaster not found: backends exiting between samples missed"
+        return CpuUsage(
+            api_s=by_kind.get("api", 0.0),
+            db_s=db_s,
+            db_by_type={k: round(v, 3) for k, v in db_by_type.items()},
+            db_unseen_s=round(unseen, 3),
+            db_backends=len(db_keys),
+            db_exited=len([k for k in db_keys if k in exited]),
+            other_exited=other_exited,
+            note=self._note,
+        )
+
+
 def _machine_busy() -> tuple[float, float]:
     with open("/proc/stat") as f:
         cpu = [float(x) for x in f.readline().split()[1:]]
@@ -195,6 +390,7 @@ class Server:
     log_path: Path
     workers: int
     idle_ms: float = 0.0  # median keep-alive request time on the idle server
+    pg: tuple[str, str] | None = None  # (admin url, database name) whose backends serve it
 
     @property
     def url(self) -> str:
@@ -317,6 +513,7 @@ class WrkResult:
     wrk_cpu: float  # CPU seconds of wrk / wall seconds
     server_cpu: float  # same for the server processes
     machine_busy: float  # share of all cores busy during the run (anything on the machine)
+    cpu: CpuUsage  # CPU seconds of the server and its database backends during the run
 
 
 def run_wrk(
@@ -332,7 +529,8 @@ def run_wrk(
     cmd = [wrk, "-t", str(min(WRK_THREADS, connections)), "-c", str(connections)]
     cmd += ["-d", f"{duration}s", "--timeout", f"{timeout}s", "--latency", "-s", str(script)]
     cmd += [url, "--", *script_args]
-    srv_before = server.cpu_seconds()
+    meter = CpuMeter(server.proc.pid, server.pg)
+    meter.start()
     total0, idle0 = _machine_busy()
     started = time.monotonic()
     with tempfile.TemporaryFile() as out:
@@ -343,13 +541,15 @@ def run_wrk(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            meter.stop()
             raise
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.monotonic() - started
+        cpu = meter.stop()
         out.seek(0)
         raw = out.read().decode(errors="replace")
     total1, idle1 = _machine_busy()
-    srv = (server.cpu_seconds() - srv_before) / wall
+    srv = cpu.api_s / wall
     busy = 1 - (idle1 - idle0) / max(total1 - total0, 1)
     line = next((x for x in raw.splitlines() if x.startswith("BENCH_JSON ")), None)
     if proc.returncode != 0 or line is None:
@@ -358,7 +558,7 @@ def run_wrk(
     # wrk calls request() once before the run to check the script (script_verify_request)
     data["sent"] = max(0, data.get("sent", 0) - 1)
     wrk_cpu = (usage.ru_utime + usage.ru_stime) / wall
-    return WrkResult(" ".join(cmd), raw, data, wrk_cpu, srv, busy)
+    return WrkResult(" ".join(cmd), raw, data, wrk_cpu, srv, busy, cpu)
 
 
 # --- databases -----------------------------------------------------------------------------
@@ -370,11 +570,17 @@ class Database:
     url: str
     drop: Callable[[], None]
 
+    @property
+    def name(self) -> str:
+        return self.url.rsplit("/", 1)[1]
 
-def create_postgres(admin_url: str, cleanup: Cleanup, template: str | None = None) -> Database:
+
+def create_postgres(
+    admin_url: str, cleanup: Cleanup, template: str | None = None, prefix: str = "bench"
+) -> Database:
     import psycopg
 
-    name = f"bench_{secrets.token_hex(6)}"
+    name = f"{prefix}_{secrets.token_hex(6)}"
     with psycopg.connect(pg_dsn(admin_url), autocommit=True) as conn:
         if template:
             # FILE_COPY: a checkpoint and a file copy, much faster than WAL_LOG for a big database
@@ -391,8 +597,10 @@ def create_postgres(admin_url: str, cleanup: Cleanup, template: str | None = Non
     return Database("postgres", with_database(admin_url, name), drop_now)
 
 
-def create_sqlite(workdir: Path, cleanup: Cleanup, template: Path | None = None) -> Database:
-    path = workdir / f"bench_{secrets.token_hex(6)}.db"
+def create_sqlite(
+    workdir: Path, cleanup: Cleanup, template: Path | None = None, prefix: str = "bench"
+) -> Database:
+    path = workdir / f"{prefix}_{secrets.token_hex(6)}.db"
     if template is not None:
         shutil.copyfile(template, path)
 
@@ -451,6 +659,9 @@ class Row:
     wrk_cpu: float = 0.0
     server_cpu: float = 0.0
     machine_busy: float = 0.0
+    cpu_api_ms: float | None = None  # server CPU time / requests completed (wrk's count)
+    cpu_db_ms: float | None = None  # PostgreSQL backends' CPU time / requests; None: SQLite
+    baseline_ratio: float | None = None  # rps / the tutorial baseline's rps (ingest rows)
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -486,6 +697,21 @@ def row_from(
         detail["error_sample"] = d["sample"]
     if workload.startswith("ingest") and d["responses"]:
         detail["alert_share"] = round(d.get("advised", 0) / d["responses"], 3)
+    cpu = result.cpu
+    detail["cpu"] = {
+        "api_s": round(cpu.api_s, 3),
+        "db_s": None if cpu.db_s is None else round(cpu.db_s, 3),
+        "db_by_backend_type_s": cpu.db_by_type,
+        "db_exited_unseen_s": cpu.db_unseen_s,
+        "db_backends": cpu.db_backends,
+        "db_backends_exited": cpu.db_exited,
+        "other_databases_backends_exited": cpu.other_exited,
+    }
+    if cpu.note:
+        detail["cpu"]["note"] = cpu.note
+    done = d["requests"]
+    cpu_api = cpu.api_s * 1000 / done if done else None
+    cpu_db = cpu.db_s * 1000 / done if done and cpu.db_s is not None else None
     return Row(
         db,
         workers,
@@ -500,6 +726,8 @@ def row_from(
         wrk_cpu=result.wrk_cpu,
         server_cpu=result.server_cpu,
         machine_busy=result.machine_busy,
+        cpu_api_ms=cpu_api,
+        cpu_db_ms=cpu_db,
         detail=detail,
     )
 
@@ -585,6 +813,7 @@ class Config:
     workloads: list[str]
     results: Path
     workdir: Path
+    pg_admin: str = PG_ADMIN_DEFAULT  # where pg_stat_activity is read for the backends' CPU
 
 
 def run_service(
@@ -596,6 +825,7 @@ def run_service(
     workers: int,
     size: str,
     echo: dict[tuple[int, int], float],
+    baseline: dict[tuple[str, int, int], Row],
     rows: list[Row],
 ) -> None:
     """Serve the seeded database with ``workers`` workers, run the workloads, add to ``rows``."""
@@ -611,6 +841,8 @@ def run_service(
     server, stop = start_server(
         "api.main:app", env, workers, cfg.results / f"server-{tag}.log", cfg.workdir, cleanup
     )
+    if db.kind == "postgres":
+        server.pg = (cfg.pg_admin, db.name)
     try:
         team = seeded.heavy.team
         clinician = mint_token(settings, sub=f"nurse-{team}", role="clinician", teams=[team])
@@ -671,6 +903,9 @@ def run_service(
             e = echo.get((workers, c))
             if e:
                 row.ratio = (row.reports_per_s or row.rps) / e
+            base = baseline.get((db.kind, workers, c))
+            if workload == "ingest" and base is not None and base.rps:
+                row.baseline_ratio = row.rps / base.rps
             findings = server_log_findings(server.log_since(offset))
             row.detail["server"] = findings
             row.detail["idle_ms"] = round(server.idle_ms, 2)
@@ -729,6 +964,103 @@ def run_echo(
         stop()
 
 
+def check_baseline(base: str, patients_file: Path) -> None:
+    """One report by hand before the load, as reports.lua's baseline mode sends it."""
+    fields = patients_file.read_text().splitlines()[0].split("\t")
+    body = {
+        "patient_id": fields[0],
+        "client_report_id": str(uuid.uuid4()),
+        "recorded_at": datetime.now(UTC).isoformat(),
+        "symptoms": [{"code": fields[2].split(",")[0], "grade": 0}],
+    }
+    r = httpx.post(base + "/reports", json=body, timeout=30)
+    if r.status_code != 200 or len(r.json().get("symptoms", [])) != 1:
+        raise SystemExit(f"sample baseline report: {r.status_code} {r.text[:500]}")
+
+
+def run_baseline(
+    cfg: Config,
+    cleanup: Cleanup,
+    kind: str,
+    workers: int,
+    conns: list[int],
+    patients_file: Path,
+    echo: dict[tuple[int, int], float],
+    baseline: dict[tuple[str, int, int], Row],
+    rows: list[Row],
+) -> None:
+    """The tutorial baseline (bench/baseline_app.py) on a fresh database of its own, driven like
+    ingest (reports.lua, baseline mode) at ``conns``; rows to ``rows`` and ``baseline``."""
+    if kind == "postgres":
+        db = create_postgres(cfg.pg_admin, cleanup, prefix="bench_baseline")
+    else:
+        db = create_sqlite(cfg.workdir, cleanup, prefix="bench_baseline")
+    try:
+        env = {**os.environ, "DATABASE_URL": db.url}
+        # the tables, once: two workers running create_all at once could race on CREATE TABLE
+        done = subprocess.run(
+            [PY, str(BENCH / "baseline_app.py")],
+            env=env,
+            cwd=cfg.workdir,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"baseline_app.py (create_all) failed:\n{done.stdout}{done.stderr}")
+        tag = f"baseline-{kind}-w{workers}"
+        server, stop = start_server(
+            "baseline_app:app",
+            env,
+            workers,
+            cfg.results / f"server-{tag}.log",
+            cfg.workdir,
+            cleanup,
+            app_dir=BENCH,
+            ready_path="/docs",
+            health_path="/docs",
+        )
+        if kind == "postgres":
+            server.pg = (cfg.pg_admin, db.name)
+        try:
+            check_baseline(server.url, patients_file)
+            for c in conns:
+                args = [str(patients_file), "baseline", "200", str(int(time.time()))]
+                args += [secrets.token_hex(4), str(BATCH)]
+                offset = server.log_size()
+                result = run_wrk(
+                    cfg.wrk,
+                    server.url,
+                    BENCH / "reports.lua",
+                    args,
+                    c,
+                    cfg.duration,
+                    cfg.timeout,
+                    server,
+                )
+                drained = server.drain(offset, result.data.get("sent", 0))
+                (cfg.results / f"wrk-{tag}-c{c}.txt").write_text(
+                    f"$ {result.command}\n{result.raw}"
+                )
+                row = row_from(kind, workers, "-", "baseline", c, result, cfg.timeout)
+                e = echo.get((workers, c))
+                if e:
+                    row.ratio = row.rps / e
+                row.baseline_ratio = 1.0
+                row.detail["server"] = server_log_findings(server.log_since(offset))
+                row.detail["idle_ms"] = round(server.idle_ms, 2)
+                row.detail["drain_s"] = round(drained, 1)
+                rows.append(row)
+                baseline[(kind, workers, c)] = row
+                print_row(row)
+                if server.proc.poll() is not None:
+                    raise SystemExit(f"the baseline died; see {server.log_path}")
+        finally:
+            stop()
+    finally:
+        db.drop()
+
+
 # --- output --------------------------------------------------------------------------------
 
 COLUMNS = (
@@ -741,8 +1073,11 @@ COLUMNS = (
     ("reports/s", "{:,.0f}"),
     ("p50 ms", "{:.1f}"),
     ("p99 ms", "{:.1f}"),
+    ("api cpu ms/req", "{:.2f}"),
+    ("db cpu ms/req", "{:.2f}"),
     ("errors", "{}"),
     ("x echo", "{:.1%}"),
+    ("x baseline", "{:.1%}"),
     ("srv cpu", "{:.0%}"),
     ("wrk cpu", "{:.0%}"),
 )
@@ -759,15 +1094,18 @@ def cells(row: Row) -> list[str]:
         row.reports_per_s if row.reports_per_s is not None else row.rps,
         row.p50_ms,
         row.p99_ms,
+        row.cpu_api_ms,
+        row.cpu_db_ms,
         row.errors,
         row.ratio,
+        row.baseline_ratio,
         row.server_cpu,
         row.wrk_cpu,
     ]
     out = []
     for (_, fmt), v in zip(COLUMNS, values, strict=True):
         out.append("-" if v is None else fmt.format(v))
-    if not row.workload.startswith(("ingest", "batch", "echo")):
+    if not row.workload.startswith(("ingest", "batch", "echo", "baseline")):
         out[6] = "-"
     return out
 
@@ -802,12 +1140,41 @@ def error_summary(row: Row) -> str:
     return text
 
 
+def baseline_lines(rows: list[Row]) -> list[str]:
+    """Each ingest run against the tutorial baseline at the same database, workers, connections."""
+    base = {(r.db, r.workers, r.connections): r for r in rows if r.workload == "baseline"}
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    def times(a: float | None, b: float | None) -> str:
+        return f" (x{a / b:.2f})" if a is not None and b else ""
+
+    lines = []
+    for r in rows:
+        b = base.get((r.db, r.workers, r.connections))
+        if r.workload != "ingest" or b is None:
+            continue
+        line = (
+            f"{r.db} w{r.workers} {r.size} c{r.connections}: {r.rps:,.0f} vs {b.rps:,.0f} rps"
+            f" ({'-' if r.baseline_ratio is None else f'{r.baseline_ratio:.1%}'}); cpu ms/req"
+            f" api {ms(r.cpu_api_ms)} vs {ms(b.cpu_api_ms)}{times(r.cpu_api_ms, b.cpu_api_ms)}"
+        )
+        if r.cpu_db_ms is not None or b.cpu_db_ms is not None:
+            line += f", db {ms(r.cpu_db_ms)} vs {ms(b.cpu_db_ms)}{times(r.cpu_db_ms, b.cpu_db_ms)}"
+        if b.errors:
+            line += f"; baseline errors {b.errors}"
+        lines.append(line)
+    return lines
+
+
 def print_row(row: Row) -> None:
     c = cells(row)
     extra = f"  ERRORS: {error_summary(row)}" if row.errors else ""
     log(
         f"  {c[3]:<18} c={c[4]:<4} rps={c[5]:>8} reports/s={c[6]:>8} p50={c[7]:>7}ms "
-        f"p99={c[8]:>8}ms errors={c[9]} echo={c[10]} srv={c[11]} wrk={c[12]}"
+        f"p99={c[8]:>8}ms cpu/req={c[9]}+{c[10]}ms errors={c[11]} echo={c[12]} "
+        f"baseline={c[13]} srv={c[14]} wrk={c[15]}"
         + (f" drain={row.detail['drain_s']}s" if row.detail.get("drain_s", 0) > 1 else "")
         + extra
     )
@@ -884,6 +1251,9 @@ def main(argv: list[str] | None = None) -> int:
         "--workloads", default=",".join(WORKLOADS), help=f"subset of {','.join(WORKLOADS)}"
     )
     ap.add_argument("--no-echo", action="store_true", help="skip the echo bound")
+    ap.add_argument(
+        "--no-baseline", action="store_true", help="skip the tutorial baseline (baseline_app.py)"
+    )
     ap.add_argument("--seed-only", action="store_true", help="only create, migrate, seed, time")
     ap.add_argument(
         "--pg-url",
@@ -927,6 +1297,11 @@ def main(argv: list[str] | None = None) -> int:
     total_runs = len(dbs) * len(sizes) * len(workers_list) * runs_per_server
     if not args.no_echo:
         total_runs += len(workers_list) * len(all_conns)
+    # the baseline is what ingest is compared with: once per database and worker count
+    with_baseline = not args.no_baseline and "ingest" in workloads
+    baseline_conns = sorted(set(conns) | set(ingest_conns))
+    if with_baseline:
+        total_runs += len(dbs) * len(workers_list) * len(baseline_conns)
     log(f"results: {results}")
     log(
         f"machine: {info['nproc']} cpu ({info['cpu']}), {info['memory']}, "
@@ -948,10 +1323,13 @@ def main(argv: list[str] | None = None) -> int:
         workloads,
         results,
         workdir,
+        args.pg_url,
     )
     rows: list[Row] = []
     seeds: list[dict[str, Any]] = []
     echo: dict[tuple[int, int], float] = {}
+    baseline: dict[tuple[str, int, int], Row] = {}
+    baseline_done: set[str] = set()
     interrupted = False
     try:
         for kind in dbs:
@@ -999,6 +1377,34 @@ def main(argv: list[str] | None = None) -> int:
                         for r in rows:
                             if r.workload == "echo":
                                 echo[(r.workers, r.connections)] = r.rps
+                if with_baseline and kind not in baseline_done:
+                    baseline_done.add(kind)
+                    # the tutorial baseline, once per database and worker count, driven like
+                    # ingest with the patients (ids, symptom codes, tokens) of this database
+                    from api.security import mint_token
+                    from api.settings import Settings
+
+                    s = Settings(_env_file=None, app_env="production", jwt_secret=secret)  # type: ignore[call-arg]
+                    pool = [p for p in seeded.patients if p is not seeded.heavy][:INGEST_PATIENTS]
+                    toks = {
+                        p.id: mint_token(s, sub=f"patient-{p.id}", role="patient", patient_id=p.id)
+                        for p in pool
+                    }
+                    baseline_file = workdir / f"patients-baseline-{kind}.tsv"
+                    write_patients_file(baseline_file, pool, toks)
+                    for w in workers_list:
+                        log(f"{kind} tutorial baseline: uvicorn baseline_app:app --workers {w}")
+                        run_baseline(
+                            cfg,
+                            cleanup,
+                            kind,
+                            w,
+                            baseline_conns,
+                            baseline_file,
+                            echo,
+                            baseline,
+                            rows,
+                        )
                 for i, workers in enumerate(workers_list):
                     last = i == len(workers_list) - 1
                     if last:
@@ -1010,7 +1416,9 @@ def main(argv: list[str] | None = None) -> int:
                             workdir, cleanup, Path(template.url[len("sqlite:///") :])
                         )
                     try:
-                        run_service(cfg, cleanup, db, secret, seeded, workers, size, echo, rows)
+                        run_service(
+                            cfg, cleanup, db, secret, seeded, workers, size, echo, baseline, rows
+                        )
                     finally:
                         db.drop()
     except KeyboardInterrupt:
@@ -1039,6 +1447,10 @@ def main(argv: list[str] | None = None) -> int:
         table(rows, markdown=True) if rows else "(no load runs)",
         "",
     ]
+    versus = baseline_lines(rows)
+    if versus:
+        md += ["Ingest against the tutorial baseline (service vs baseline):", ""]
+        md += [f"- {line}" for line in versus] + [""]
     idle: dict[str, float] = {}
     for r in rows:
         label = f"echo w{r.workers}" if r.workload == "echo" else f"{r.db} w{r.workers} {r.size}"
@@ -1055,6 +1467,9 @@ def main(argv: list[str] | None = None) -> int:
     if rows:
         print()
         print(table(rows, markdown=False))
+        if versus:
+            print("\ningest against the tutorial baseline (service vs baseline):")
+            print("\n".join(f"  {line}" for line in versus))
         failures = [r for r in rows if r.errors]
         if failures:
             print()
