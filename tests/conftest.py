@@ -156,15 +156,35 @@ def _dispose_engines() -> Iterator[None]:
         engine.dispose()
 
 
+# These watch the service from outside the test client (a live server, another connection, the
+# job loop, PostgreSQL notifications): what their tests write must be committed.
+COMMITTED_FOLDERS = ("dashboard", "notifications", "resilience")
+
+
 @pytest.fixture(scope="session")
-def app(database_url: str) -> FastAPI:
+def rolled_back_app(database_url: str) -> FastAPI:
     """The app on the run's database, every test in one transaction rolled back at its end."""
     return create_app(make_settings(database_url), open_database=Database.rolled_back)
 
 
+def _committed(request: pytest.FixtureRequest) -> bool:
+    node = request.node
+    return bool(node.get_closest_marker("committed")) or any(
+        part in COMMITTED_FOLDERS for part in node.path.relative_to(ROOT / "tests").parts[:-1]
+    )
+
+
+@pytest.fixture
+def app(request: pytest.FixtureRequest, rolled_back_app: FastAPI) -> FastAPI:
+    if _committed(request):
+        committed: FastAPI = request.getfixturevalue("committed_app")
+        return committed
+    return rolled_back_app
+
+
 @pytest.fixture
 def client(app: FastAPI, request: pytest.FixtureRequest) -> Iterator[TestClient]:
-    if request.node.get_closest_marker("committed"):
+    if _committed(request):
         yield request.getfixturevalue("committed_client")
         return
     # Each test starts with no patient data: what it wrote goes with the rollback.

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page, Request, sync_playwright
 
@@ -21,18 +20,6 @@ from tests.live_server import live_server
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 # Screenshots kept as CI artefacts (bench/results/ is not in git).
 SHOTS = ROOT / "bench" / "results" / "dashboard"
-
-
-# These tests watch the service from outside the test client (a live server, another connection,
-# the job loop, PostgreSQL notifications): they need what a test writes committed.
-@pytest.fixture
-def app(committed_app: FastAPI) -> FastAPI:
-    return committed_app
-
-
-@pytest.fixture
-def client(committed_client: TestClient) -> TestClient:
-    return committed_client
 
 
 # Per module: Playwright's event loop does not outlive the browser tests.
