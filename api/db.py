@@ -207,6 +207,10 @@ class Database:
         # waiting request can be passed over again and again (p99 in seconds); waiting here
         # serves requests in the order they came, and 503s them after the pool timeout.
         self.gate = anyio.CapacityLimiter(capacity)
+        # SQLite has one writer at a time: this process's writers queue here, in order, instead
+        # of each holding a connection (and a place at the gate) while SQLite's busy handler
+        # polls for the lock. Writers of other processes still meet at BEGIN IMMEDIATE.
+        self._sqlite_writer = anyio.Lock() if self.dialect == "sqlite" and bind is None else None
         self.timeout = settings.db_pool_timeout
 
     @classmethod
@@ -238,22 +242,32 @@ class Database:
             await self.engine.dispose()
 
     @asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
+    async def turn(self, *, write: bool = False) -> AsyncIterator[None]:
         """A place among the users of the database; "busy" (503) after the pool timeout."""
+        lock = self._sqlite_writer if write else None
         try:
             with anyio.fail_after(self.timeout):
-                await self.gate.acquire()
+                if lock is not None:
+                    await lock.acquire()
+                try:
+                    await self.gate.acquire()
+                except BaseException:
+                    if lock is not None:
+                        lock.release()
+                    raise
         except TimeoutError:
             raise PoolTimeoutError(f"no connection free within {self.timeout:g} s") from None
         try:
             yield
         finally:
             self.gate.release()
+            if lock is not None:
+                lock.release()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One transaction: committed when the block ends, rolled back if it raises."""
-        async with self.turn(), self.writer() as session, session.begin():
+        async with self.turn(write=True), self.writer() as session, session.begin():
             yield session
 
     @asynccontextmanager
