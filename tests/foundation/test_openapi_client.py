@@ -26,8 +26,8 @@ EXAMPLES = {
 
 
 @pytest.fixture(scope="module")
-def spec(app: FastAPI) -> dict:
-    return app.openapi()
+def spec(rolled_back_app: FastAPI) -> dict:
+    return rolled_back_app.openapi()
 
 
 def operations(spec: dict) -> list[tuple[str, str, dict]]:
