@@ -32,6 +32,7 @@ from api.middleware import (
 from api.notifications.router import router as webhooks_router
 from api.notifications.worker import JobLoop
 from api.patients.router import router as patients_router
+from api.reports.group import GroupWriter
 from api.reports.router import router as reports_router
 from api.rules.router import router as rules_router
 from api.settings import Settings, get_settings
@@ -55,8 +56,12 @@ def create_app(
         # Made on the event loop that serves: an asyncio pool belongs to one loop.
         async with open_database(settings) as db:
             app.state.db = db
-            async with _jobs_and_feed(app, settings):
-                yield
+            app.state.report_writer = writer = GroupWriter(db)
+            try:
+                async with _jobs_and_feed(app, settings):
+                    yield
+            finally:
+                await writer.close()
 
     @asynccontextmanager
     async def _jobs_and_feed(app: FastAPI, settings: Settings) -> AsyncIterator[None]:

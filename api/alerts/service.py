@@ -41,7 +41,7 @@ _MUTABLE = (
 _open_episodes = (
     select(alerts)
     .where(
-        alerts.c.patient_id == bindparam("patient_id", type_=Uuid),
+        alerts.c.patient_id.in_(bindparam("patient_ids", type_=Uuid, expanding=True)),
         alerts.c.status.in_(OPEN_STATUSES),
         alerts.c.rule_id.in_(bindparam("rule_ids", expanding=True)),
     )
@@ -59,36 +59,39 @@ _update_alert = (
 
 async def raise_alerts(
     conn: AsyncConnection,
-    patient_id: uuid.UUID,
-    care_team: str,
-    raised: Sequence[tuple[uuid.UUID, Sequence[Finding]]],
+    raised: Sequence[tuple[uuid.UUID, str, uuid.UUID, Sequence[Finding]]],
     now: datetime,
-) -> list[list[dict[str, Any]]]:
+) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
     """Open an alert per finding, or fold it into the open episode of the same rule.
 
-    ``raised`` holds (report id, findings) in the order the reports happened; the answer holds,
-    per report, the alerts it raised or re-triggered, as rows. The caller holds the patient's
-    lock, so the open episodes read here cannot change under us; the partial unique index on
-    open episodes backs that up. All rows are written at the end: one statement per table.
+    ``raised`` holds (patient id, care team, report id, findings), each patient's reports in the
+    order they happened; the answer holds, per report, the alerts it raised or re-triggered, as
+    rows, and the alert events to write (the caller writes them with ``write_events``, as its
+    transaction's last writes). The caller holds the patients' locks, so the open episodes read
+    here cannot change under us; the partial unique index on open episodes backs that up. One
+    statement per table, however many patients.
     """
-    rule_ids = {f.rule_id for _, findings in raised for f in findings}
+    rule_ids = {f.rule_id for *_, findings in raised for f in findings}
     if not rule_ids:
-        return [[] for _ in raised]
-    params = {"patient_id": patient_id, "rule_ids": sorted(rule_ids)}
+        return [[] for _ in raised], []
+    params = {
+        "patient_ids": sorted({patient_id for patient_id, *_ in raised}),
+        "rule_ids": sorted(rule_ids),
+    }
     rows = (await conn.execute(_open_episodes, params)).mappings()
-    episodes = {row["rule_id"]: dict(row) for row in rows}
+    episodes = {(row["patient_id"], row["rule_id"]): dict(row) for row in rows}
     new: dict[uuid.UUID, dict[str, Any]] = {}
     changed: dict[uuid.UUID, dict[str, Any]] = {}
     events: list[dict[str, Any]] = []
     touched: list[list[dict[str, Any]]] = []
-    for report_id, findings in raised:
+    for patient_id, care_team, report_id, findings in raised:
         mine: list[dict[str, Any]] = []
         for finding in findings:
             due = now + timedelta(minutes=finding.follow_up_minutes)
-            alert = episodes.get(finding.rule_id)
+            alert = episodes.get((patient_id, finding.rule_id))
             if alert is None:
                 alert = _new_alert(patient_id, care_team, report_id, finding, now, due)
-                episodes[finding.rule_id] = new[alert["id"]] = alert
+                episodes[patient_id, finding.rule_id] = new[alert["id"]] = alert
                 action = "raised"
             else:
                 alert["occurrences"] += 1
@@ -108,7 +111,8 @@ async def raise_alerts(
                 if alert["id"] not in new:
                     changed[alert["id"]] = alert
             events.append(_event(alert, action, report_id, finding.severity, now))
-            mine.append(alert)
+            # As this report left it: a later report of the group may change it again.
+            mine.append(dict(alert))
         touched.append(mine)
     if new:
         await conn.execute(_insert_alerts, list(new.values()))
@@ -120,9 +124,7 @@ async def raise_alerts(
                 for a in changed.values()
             ],
         )
-    # Last: the events' ordering lock is held only from here to the commit.
-    await write_events(conn, events)
-    return touched
+    return touched, events
 
 
 def _event(

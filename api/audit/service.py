@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import insert
@@ -34,25 +35,34 @@ async def record_many(
     entries: list[tuple[object, dict[str, Any] | None]],
 ) -> None:
     """As ``record``, for many resources of one action: one statement however many there are."""
-    if not entries:
-        return
+    await write_rows(session, audit_rows(principal, action, resource_type, entries))
+
+
+def audit_rows(
+    principal: Principal,
+    action: str,
+    resource_type: str,
+    entries: Sequence[tuple[object, dict[str, Any] | None]],
+) -> list[dict[str, Any]]:
+    """The audit rows of ``entries``, listed by (at, id) in the order given."""
     at = utcnow()
-    ids = sorted(uuid.uuid4() for _ in entries)  # listed by (at, id): in the order given
-    # Core, not the ORM's bulk insert: nothing to track, one executemany.
-    conn = await session.connection()
-    await conn.execute(
-        _insert_audit,
-        [
-            {
-                "id": event_id,
-                "at": at,
-                "actor_sub": principal.sub,
-                "actor_role": principal.role,
-                "action": action,
-                "resource_type": resource_type,
-                "resource_id": str(resource_id),
-                "detail": detail,
-            }
-            for event_id, (resource_id, detail) in zip(ids, entries, strict=True)
-        ],
-    )
+    ids = sorted(uuid.uuid4() for _ in entries)
+    return [
+        {
+            "id": event_id,
+            "at": at,
+            "actor_sub": principal.sub,
+            "actor_role": principal.role,
+            "action": action,
+            "resource_type": resource_type,
+            "resource_id": str(resource_id),
+            "detail": detail,
+        }
+        for event_id, (resource_id, detail) in zip(ids, entries, strict=True)
+    ]
+
+
+async def write_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        # Core, not the ORM's bulk insert: nothing to track, one executemany.
+        await (await session.connection()).execute(_insert_audit, rows)

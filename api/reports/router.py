@@ -3,12 +3,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from api.db import ReadSession, WriteSession
+from api.db import ReadSession
 from api.errors import PROBLEM_RESPONSES
 from api.pagination import Cursor, Limit, Page, decode_cursor, page_of, parse_time
 from api.reports import service
+from api.reports.group import GroupWriter
 from api.reports.schemas import (
     BatchCreate,
     BatchResponse,
@@ -22,6 +23,16 @@ from api.types import Timestamp
 router = APIRouter(prefix="/v1/patients", tags=["reports"], responses=PROBLEM_RESPONSES)
 
 
+def _writer(request: Request) -> GroupWriter:
+    writer: GroupWriter = request.app.state.report_writer
+    return writer
+
+
+# Reports are written by the process's group writer, in a transaction shared with the reports
+# that arrive beside them, committed before the answer is sent.
+ReportWriter = Annotated[GroupWriter, Depends(_writer)]
+
+
 @router.post(
     "/{patient_id}/reports",
     status_code=status.HTTP_201_CREATED,
@@ -31,7 +42,7 @@ async def create_report(
     patient_id: uuid.UUID,
     body: ReportCreate,
     principal: CurrentPrincipal,
-    session: WriteSession,
+    writer: ReportWriter,
     response: Response,
 ) -> ReportCreated:
     """Send a symptom report.
@@ -41,7 +52,7 @@ async def create_report(
     key: the same body again answers 200 with the stored report and stores nothing; another body
     with the same key is a 409.
     """
-    created, new = await service.submit(session, patient_id, principal, body)
+    created, new = await writer.submit(patient_id, principal, body)
     if not new:
         response.status_code = status.HTTP_200_OK
     return created
@@ -49,7 +60,7 @@ async def create_report(
 
 @router.post("/{patient_id}/reports/batch")
 async def create_reports_batch(
-    patient_id: uuid.UUID, body: BatchCreate, principal: CurrentPrincipal, session: WriteSession
+    patient_id: uuid.UUID, body: BatchCreate, principal: CurrentPrincipal, writer: ReportWriter
 ) -> BatchResponse:
     """Send up to 100 reports at once.
 
@@ -57,7 +68,7 @@ async def create_reports_batch(
     in input order; items are evaluated in `recorded_at` order so the trend rules see them as
     they happened.
     """
-    results = await service.submit_batch(session, patient_id, principal, body.reports)
+    results = await writer.submit_batch(patient_id, principal, body.reports)
     return BatchResponse(results=results)
 
 

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import (
@@ -22,13 +22,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from api.alerts.events import write_events
 from api.alerts.schemas import AlertRead
 from api.alerts.service import alerts_of_report, raise_alerts
-from api.audit.service import record_many
+from api.audit.service import audit_rows, write_rows
 from api.catalog.service import EvaluationCatalog, catalog_revision, evaluation_catalog
 from api.db import utcnow
-from api.errors import Conflict, Invalid, NotFound, validation_errors
-from api.metrics import count_stored
+from api.errors import AppError, Conflict, Invalid, NotFound, validation_errors
 from api.patients.models import Patient, Therapy
 from api.reports.models import Report, ReportSymptom
 from api.reports.schemas import (
@@ -57,7 +57,8 @@ CONFLICT = "This client_report_id was already used for a different report"
 EARLIEST_REPORT = timedelta(days=366)
 
 # The ingest path's statements are built once: building a statement costs about as much Python
-# as executing it.
+# as executing it. Each serves every patient of a group of reports at once.
+_patient_ids = bindparam("patient_ids", type_=Uuid, expanding=True)
 _lock = (
     select(
         patients.c.id,
@@ -70,50 +71,53 @@ _lock = (
         .label("first_therapy"),
         catalog_revision().label("revision"),
     )
-    .where(patients.c.id == bindparam("patient_id", type_=Uuid))
+    .where(patients.c.id.in_(_patient_ids))
+    # One lock order for every transaction: two groups that share patients cannot deadlock.
+    .order_by(patients.c.id)
     .with_for_update(of=patients)
 )
 # Read after the lock, never in the same statement: a statement that waited for the lock still
 # sees the snapshot it started with, without the report the lock holder just stored.
 _stored = select(
+    reports.c.patient_id,
     reports.c.client_report_id,
     reports.c.id.label("report_id"),
     reports.c.body_hash,
     reports.c.advice_severity,
 ).where(
-    reports.c.patient_id == bindparam("patient_id", type_=Uuid),
+    reports.c.patient_id.in_(_patient_ids),
     reports.c.client_report_id.in_(bindparam("keys", expanding=True)),
 )
-_therapies = select(therapies.c.drug_code, therapies.c.started_on, therapies.c.ended_on).where(
-    therapies.c.patient_id == bindparam("patient_id", type_=Uuid)
-)
+_therapies = select(
+    therapies.c.patient_id, therapies.c.drug_code, therapies.c.started_on, therapies.c.ended_on
+).where(therapies.c.patient_id.in_(_patient_ids))
 
 
 def _grades_query() -> CompoundSelect:
     """Grades the trend rules may look back to, for reports recorded in [first, last].
 
-    Only the request's own symptoms (``codes``): the trend rules compare nothing else. Before
+    Only the group's own symptoms (``codes``): the trend rules compare nothing else. Before
     ``first``, the latest time each (symptom, grade) was reported is enough: the lowest grade
     in any window that starts after ``since`` is the lowest grade whose latest report falls in
-    it. From ``first`` on, every grade (the request's reports fall in between them).
+    it. From ``first`` on, every grade (the new reports fall in between them). ``since``,
+    ``first`` and ``last`` span the whole group; each patient keeps what its own window needs.
     """
     graded = report_symptoms.join(reports, reports.c.id == report_symptoms.c.report_id)
     mine = (
-        reports.c.patient_id == bindparam("patient_id", type_=Uuid),
+        reports.c.patient_id.in_(_patient_ids),
         report_symptoms.c.symptom_code.in_(bindparam("codes", expanding=True)),
     )
+    columns = (reports.c.patient_id, report_symptoms.c.symptom_code, report_symptoms.c.grade)
     return union_all(
-        select(
-            func.max(reports.c.recorded_at), report_symptoms.c.symptom_code, report_symptoms.c.grade
-        )
+        select(func.max(reports.c.recorded_at), *columns)
         .select_from(graded)
         .where(
             *mine,
             reports.c.recorded_at >= bindparam("since"),
             reports.c.recorded_at < bindparam("first"),
         )
-        .group_by(report_symptoms.c.symptom_code, report_symptoms.c.grade),
-        select(reports.c.recorded_at, report_symptoms.c.symptom_code, report_symptoms.c.grade)
+        .group_by(*columns),
+        select(reports.c.recorded_at, *columns)
         .select_from(graded)
         .where(
             *mine,
@@ -124,8 +128,8 @@ def _grades_query() -> CompoundSelect:
 
 
 _grades = _grades_query()
-_weights = select(reports.c.recorded_at, reports.c.weight_kg).where(
-    reports.c.patient_id == bindparam("patient_id", type_=Uuid),
+_weights = select(reports.c.patient_id, reports.c.recorded_at, reports.c.weight_kg).where(
+    reports.c.patient_id.in_(_patient_ids),
     reports.c.weight_kg.is_not(None),
     reports.c.recorded_at >= bindparam("since"),
     reports.c.recorded_at < bindparam("last"),
@@ -134,9 +138,41 @@ _insert_reports = insert(Report)
 _insert_symptoms = insert(ReportSymptom)
 
 
+# --- what a request asks the group writer to store ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Single:
+    """One report (POST /reports)."""
+
+    patient_id: uuid.UUID
+    principal: Principal
+    body: ReportCreate
+
+    size: ClassVar[int] = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Up to a batch of reports of one patient (POST /reports/batch), items not yet validated."""
+
+    patient_id: uuid.UUID
+    principal: Principal
+    items: list[dict[str, object]]
+
+    @property
+    def size(self) -> int:
+        return len(self.items)
+
+
+Job = Single | Batch
+# Per job: the report and whether it is new, the batch's results, or the problem it met.
+Answer = tuple[ReportCreated, bool] | list[BatchResult] | AppError
+
+
 @dataclass(slots=True)
 class Outcome:
-    """A report stored by this request."""
+    """A report stored by this transaction."""
 
     report_id: uuid.UUID
     body: ReportCreate
@@ -153,124 +189,168 @@ def body_hash(body: ReportCreate) -> str:
 
 
 @dataclass(slots=True)
-class _Locked:
-    patient: RowMapping
-    catalog: EvaluationCatalog
-    stored: dict[uuid.UUID, RowMapping]  # client_report_id -> the report stored under it
+class _Known:
+    """A report stored under a client_report_id, before or by this transaction."""
+
+    digest: str
+    report_id: uuid.UUID
+    stored: RowMapping | None = None  # its row, if stored before this transaction
 
 
-async def _lock_patient(
-    session: AsyncSession, patient_id: uuid.UUID, principal: Principal, keys: Sequence[uuid.UUID]
-) -> _Locked:
-    """The patient, row-locked until the transaction ends; the catalog; ``keys`` stored before.
+@dataclass(slots=True)
+class _Fresh:
+    report_id: uuid.UUID
+    body: ReportCreate
+    digest: str
+    order: int  # arrival: breaks ties of recorded_at
 
-    Reports of one patient are evaluated one request at a time, so the history the rules read
-    cannot move under them; other patients never wait (SQLite: the write lock serialises anyway).
+
+@dataclass(slots=True)
+class _PatientPart:
+    """One patient's share of a group."""
+
+    row: RowMapping
+    known: dict[uuid.UUID, _Known]
+    fresh: list[_Fresh] = field(default_factory=list)
+
+
+async def write_group(
+    session: AsyncSession, jobs: Sequence[Job]
+) -> tuple[list[Answer], list[Outcome]]:
+    """Store the reports of ``jobs`` with their alerts, audit rows and events, in a fixed number
+    of statements however many jobs and patients there are; an answer per job, and the reports
+    stored.
+
+    A job's own problem (unknown patient, conflict, bad data found with the patient row) is its
+    answer and touches no other job. The patients are locked in one statement, in id order; a
+    patient's reports are evaluated in ``recorded_at`` order, each seeing the ones before it.
     """
     conn = await session.connection()
-    patient = (await conn.execute(_lock, {"patient_id": patient_id})).mappings().first()
-    if patient is None or not can_see_patient(principal, patient["id"], patient["care_team"]):
-        raise NotFound("No such patient")
-    stored = {}
-    if keys:
-        params = {"patient_id": patient_id, "keys": list(keys)}
-        rows = (await conn.execute(_stored, params)).mappings()
-        stored = {row["client_report_id"]: row for row in rows}
-    return _Locked(patient, await evaluation_catalog(session, patient["revision"]), stored)
+    # Until the reports are stored, a job's answer may stand for what it will be (_Fresh, _Known).
+    answers: list[Any] = [None] * len(jobs)
+    batch_results: dict[int, list[BatchResult | None]] = {}
+    parsed: list[list[tuple[int, ReportCreate, str]]] = []
+    # Batch items are parsed before the locks are taken: other requests wait no longer than needed.
+    for j, job in enumerate(jobs):
+        if isinstance(job, Single):
+            parsed.append([(0, job.body, body_hash(job.body))])
+            continue
+        results: list[BatchResult | None] = [None] * len(job.items)
+        items = []
+        for i, raw in enumerate(job.items):
+            try:
+                body = _report_adapter.validate_python(raw)
+                items.append((i, body, body_hash(body)))
+            except ValidationError as exc:
+                # a batch item's errors are relative to the item
+                results[i] = _rejected(_key_of(raw), validation_errors(exc.errors()))
+        parsed.append(items)
+        batch_results[j] = results
+
+    ids = sorted({job.patient_id for job in jobs})
+    rows = {row["id"]: row for row in (await conn.execute(_lock, {"patient_ids": ids})).mappings()}
+    keys = sorted({body.client_report_id for items in parsed for _, body, _ in items})
+    known: dict[uuid.UUID, dict[uuid.UUID, _Known]] = {pid: {} for pid in rows}
+    if rows and keys:
+        params = {"patient_ids": list(rows), "keys": keys}
+        for found in (await conn.execute(_stored, params)).mappings():
+            known[found["patient_id"]][found["client_report_id"]] = _Known(
+                found["body_hash"], found["report_id"], found
+            )
+    if not rows:
+        return [NotFound("No such patient") for _ in jobs], []
+    catalog = await evaluation_catalog(session, next(iter(rows.values()))["revision"])
+
+    parts: dict[uuid.UUID, _PatientPart] = {}
+    order = 0
+    for j, job in enumerate(jobs):
+        row = rows.get(job.patient_id)
+        if row is None or not can_see_patient(job.principal, row["id"], row["care_team"]):
+            answers[j] = NotFound("No such patient")
+            continue
+        part = parts.setdefault(job.patient_id, _PatientPart(row, known[job.patient_id]))
+        if isinstance(job, Single):
+            [(_, body, digest)] = parsed[j]
+            if (seen := part.known.get(body.client_report_id)) is not None:
+                answers[j] = seen if seen.digest == digest else Conflict(CONFLICT)
+                continue
+            try:
+                _check_codes(body, catalog)
+                _check_date(body, row)
+            except Invalid as exc:
+                answers[j] = exc
+                continue
+            fresh = _Fresh(uuid.uuid4(), body, digest, order := order + 1)
+            part.known[body.client_report_id] = _Known(digest, fresh.report_id)
+            part.fresh.append(fresh)
+            answers[j] = fresh
+            continue
+        results = batch_results[j]
+        valid = []
+        for i, body, digest in parsed[j]:
+            try:
+                _check_codes(body, catalog, loc=())
+                _check_date(body, row, loc=())
+            except Invalid as exc:
+                results[i] = _rejected(_key_of(job.items[i]), exc.errors or [])
+                continue
+            valid.append((i, body, digest))
+        # Trend rules must see history as it happened, whatever order the phone sent it in.
+        valid.sort(key=lambda item: (item[1].recorded_at, item[0]))
+        for i, body, digest in valid:
+            key = body.client_report_id
+            if (seen := part.known.get(key)) is not None:
+                results[i] = (
+                    BatchResult(
+                        client_report_id=str(key), status="duplicate", report_id=seen.report_id
+                    )
+                    if seen.digest == digest
+                    else _rejected(str(key), [{"loc": ["client_report_id"], "msg": CONFLICT}])
+                )
+                continue
+            fresh = _Fresh(uuid.uuid4(), body, digest, order := order + 1)
+            part.known[key] = _Known(digest, fresh.report_id)
+            part.fresh.append(fresh)
+            results[i] = BatchResult(
+                client_report_id=str(key), status="created", report_id=fresh.report_id
+            )
+        answers[j] = [r for r in results if r is not None]
+
+    now = utcnow()
+    outcomes, events = await _store_new(conn, catalog, list(parts.values()), now)
+    by_id = {o.report_id: o for o in outcomes}
+    audit: list[dict[str, Any]] = []
+    for j, job in enumerate(jobs):
+        answer = answers[j]
+        if isinstance(job, Batch) and isinstance(answer, list):
+            mine = [by_id[r.report_id] for r in answer if r.status == "created" and r.report_id]
+            audit += _audit(job, mine)
+        elif isinstance(answer, _Fresh):
+            outcome = by_id[answer.report_id]
+            audit += _audit(job, [outcome])
+            answers[j] = (_created(job.patient_id, catalog, outcome), True)
+        elif isinstance(answer, _Known):
+            if answer.stored is not None:
+                answers[j] = (await _replay(session, catalog, answer.stored), False)
+            else:  # the same report twice in this group: the second is the first's replay
+                answers[j] = (_created(job.patient_id, catalog, by_id[answer.report_id]), False)
+    await write_rows(session, audit)
+    # Last: the events' ordering lock is held only from here to the commit.
+    await write_events(conn, events)
+    return answers, outcomes
 
 
-async def submit(
-    session: AsyncSession, patient_id: uuid.UUID, principal: Principal, body: ReportCreate
-) -> tuple[ReportCreated, bool]:
-    """Store one report with its alerts and audit row; the answer, and whether it is new (False
-    for a replay of a stored one)."""
-    digest = body_hash(body)
-    locked = await _lock_patient(session, patient_id, principal, [body.client_report_id])
-    patient, catalog = locked.patient, locked.catalog
-    if (found := locked.stored.get(body.client_report_id)) is not None:
-        if found["body_hash"] != digest:
-            raise Conflict(CONFLICT)
-        return await _replay(session, catalog, found), False
-    _check_codes(body, catalog)
-    _check_date(body, patient)
-    conn = await session.connection()
-    [outcome] = await _store_new(conn, patient, catalog, [(uuid.uuid4(), body, digest)])
-    await _audit(session, principal, patient_id, [outcome])
-    count_stored(1, outcome.alerts)
+def _audit(job: Job, stored: list[Outcome]) -> list[dict[str, Any]]:
+    detail = {"patient_id": str(job.patient_id)}
+    entries = [(o.report_id, {**detail, "alerts": len(o.alerts)}) for o in stored]
+    return audit_rows(job.principal, "report.created", "report", entries)
+
+
+def _created(patient_id: uuid.UUID, catalog: EvaluationCatalog, outcome: Outcome) -> ReportCreated:
     return ReportCreated(
-        **_report_fields(patient["id"], outcome),
+        **_report_fields(patient_id, outcome),
         alerts=[AlertRead.model_validate(a) for a in outcome.alerts],
         advice=_advice(catalog, outcome.advice_severity),
-    ), True
-
-
-async def submit_batch(
-    session: AsyncSession,
-    patient_id: uuid.UUID,
-    principal: Principal,
-    raw_items: list[dict[str, object]],
-) -> list[BatchResult]:
-    """Store up to a batch of reports in a fixed number of statements.
-
-    Items are validated one by one (a bad one rejects only itself) and evaluated in
-    ``recorded_at`` order, each seeing the ones before it; results come in input order.
-    """
-    results: list[BatchResult | None] = [None] * len(raw_items)
-    parsed: list[tuple[int, ReportCreate, str]] = []
-    for i, raw in enumerate(raw_items):
-        try:
-            body = _report_adapter.validate_python(raw)
-            parsed.append((i, body, body_hash(body)))
-        except ValidationError as exc:
-            # a batch item's errors are relative to the item
-            results[i] = _rejected(_key_of(raw), validation_errors(exc.errors()))
-    # Parsed before the lock is taken: the patient's other requests wait no longer than needed.
-    locked = await _lock_patient(
-        session, patient_id, principal, [body.client_report_id for _, body, _ in parsed]
-    )
-    patient, catalog = locked.patient, locked.catalog
-    valid: list[tuple[int, ReportCreate, str]] = []
-    for i, body, digest in parsed:
-        try:
-            _check_codes(body, catalog, loc=())
-            _check_date(body, patient, loc=())
-        except Invalid as exc:
-            results[i] = _rejected(_key_of(raw_items[i]), exc.errors or [])
-            continue
-        valid.append((i, body, digest))
-    # Trend rules must see history as it happened, whatever order the phone sent it in.
-    valid.sort(key=lambda item: (item[1].recorded_at, item[0]))
-    seen = {key: (row["body_hash"], row["report_id"]) for key, row in locked.stored.items()}
-    fresh: list[tuple[uuid.UUID, ReportCreate, str]] = []
-    for i, body, digest in valid:
-        key = body.client_report_id
-        if key in seen:
-            known_hash, report_id = seen[key]
-            results[i] = (
-                BatchResult(client_report_id=str(key), status="duplicate", report_id=report_id)
-                if known_hash == digest
-                else _rejected(str(key), [{"loc": ["client_report_id"], "msg": CONFLICT}])
-            )
-            continue
-        report_id = uuid.uuid4()
-        seen[key] = (digest, report_id)
-        fresh.append((report_id, body, digest))
-        results[i] = BatchResult(client_report_id=str(key), status="created", report_id=report_id)
-    outcomes = await _store_new(await session.connection(), patient, catalog, fresh)
-    await _audit(session, principal, patient_id, outcomes)
-    count_stored(len(outcomes), (alert for o in outcomes for alert in o.alerts))
-    return [r for r in results if r is not None]
-
-
-async def _audit(
-    session: AsyncSession, principal: Principal, patient_id: uuid.UUID, stored: list[Outcome]
-) -> None:
-    await record_many(
-        session,
-        principal,
-        "report.created",
-        "report",
-        [(o.report_id, {"patient_id": str(patient_id), "alerts": len(o.alerts)}) for o in stored],
     )
 
 
@@ -330,109 +410,130 @@ async def _replay(
 
 
 async def _store_new(
-    conn: AsyncConnection,
-    patient: RowMapping,
-    catalog: EvaluationCatalog,
-    items: list[tuple[uuid.UUID, ReportCreate, str]],
-) -> list[Outcome]:
-    """Evaluate and insert new reports, given in ``recorded_at`` order, with their alerts.
+    conn: AsyncConnection, catalog: EvaluationCatalog, parts: list[_PatientPart], now: datetime
+) -> tuple[list[Outcome], list[dict[str, Any]]]:
+    """Evaluate and insert the new reports of every patient, with their alerts; the reports
+    stored and the alert events to write.
 
-    The patient's context is read once (therapies, the grades in the trend rules' look-back,
-    weights where the baseline must be found), each report is evaluated against it plus the
-    reports before it, and every table gets one statement: a few round trips for 1 or 100.
+    The patients' context is read once for all of them (therapies, the grades in the trend
+    rules' look-back, weights where a baseline must be found), each report is evaluated against
+    its patient's context plus the patient's reports before it, and every table gets one
+    statement: a few round trips for 1 report or 100, of one patient or many.
     """
-    if not items:
-        return []
-    patient_id = patient["id"]
-    therapy_list = [
-        engine.Therapy(
-            drug_code=row.drug_code,
-            drug_class=catalog.drug_classes.get(row.drug_code, ""),
-            started_on=row.started_on,
-            ended_on=row.ended_on,
+    parts = [part for part in parts if part.fresh]
+    if not parts:
+        return [], []
+    for part in parts:
+        part.fresh.sort(key=lambda f: (f.body.recorded_at, f.order))
+    ids = [part.row["id"] for part in parts]
+    therapy_lists: dict[uuid.UUID, list[engine.Therapy]] = {pid: [] for pid in ids}
+    for row in await conn.execute(_therapies, {"patient_ids": ids}):
+        therapy_lists[row.patient_id].append(
+            engine.Therapy(
+                drug_code=row.drug_code,
+                drug_class=catalog.drug_classes.get(row.drug_code, ""),
+                started_on=row.started_on,
+                ended_on=row.ended_on,
+            )
         )
-        for row in await conn.execute(_therapies, {"patient_id": patient_id})
-    ]
     window = catalog.history_window
-    times = [body.recorded_at for _, body, _ in items]
-    first, last = times[0], max(times)
-    history = History()
-    codes = sorted({s.code for _, body, _ in items for s in body.symptoms})
+    # Each patient's reports fall in [first, last]; what its trend rules and baselines need
+    # starts at ``since`` (grades) and ``weighed_since`` (weights).
+    first = {part.row["id"]: part.fresh[0].body.recorded_at for part in parts}
+    last = {part.row["id"]: max(f.body.recorded_at for f in part.fresh) for part in parts}
+    histories = {pid: History() for pid in ids}
+    codes = sorted({s.code for part in parts for f in part.fresh for s in f.body.symptoms})
     if window and codes:
+        since = {pid: at - window for pid, at in first.items()}
         params = {
-            "patient_id": patient_id,
+            "patient_ids": ids,
             "codes": codes,
-            "since": first - window,
-            "first": first,
-            "last": last,
+            "since": min(since.values()),
+            "first": min(first.values()),
+            "last": max(last.values()),
         }
-        for at, code, grade in await conn.execute(_grades, params):
-            history.add_grade(code, grade, at)
-    weighed = [body.recorded_at for _, body, _ in items if body.vitals and body.vitals.weight_kg]
-    since = weights_needed_from(therapy_list, weighed, catalog.baseline_drugs)
-    if since is not None:
-        for at, weight in await conn.execute(
-            _weights, {"patient_id": patient_id, "since": since, "last": last}
-        ):
-            history.add_weight(weight, at)
+        for at, pid, code, grade in await conn.execute(_grades, params):
+            if since[pid] <= at < last[pid]:
+                histories[pid].add_grade(code, grade, at)
+    weighed_since = {}
+    for part in parts:
+        pid = part.row["id"]
+        weighed = [
+            f.body.recorded_at for f in part.fresh if f.body.vitals and f.body.vitals.weight_kg
+        ]
+        needed = weights_needed_from(therapy_lists[pid], weighed, catalog.baseline_drugs)
+        if needed is not None:
+            weighed_since[pid] = needed
+    if weighed_since:
+        params = {
+            "patient_ids": list(weighed_since),
+            "since": min(weighed_since.values()),
+            "last": max(last[pid] for pid in weighed_since),
+        }
+        for pid, at, weight in await conn.execute(_weights, params):
+            if weighed_since[pid] <= at < last[pid]:
+                histories[pid].add_weight(weight, at)
 
-    now = utcnow()
     outcomes: list[Outcome] = []
-    evaluations: list[engine.Evaluation] = []
+    raised: list[tuple[uuid.UUID, str, uuid.UUID, Sequence[engine.Finding]]] = []
     report_rows: list[dict[str, Any]] = []
     symptom_rows: list[dict[str, Any]] = []
-    for report_id, body, digest in items:
-        at = body.recorded_at
-        vitals = body.vitals.present() if body.vitals else {}
-        symptoms = {s.code: s.grade for s in body.symptoms}
-        evaluation = engine.evaluate(
-            engine.ReportInput(recorded_at=at, symptoms=symptoms, vitals=vitals),
-            history.context(
-                at,
-                symptoms,
-                therapies=therapy_list,
-                baseline_weight_kg=patient["baseline_weight_kg"],
-                window=window,
-                serious_by_drug=catalog.serious_by_drug,
-                symptom_names=catalog.symptom_names,
-            ),
-            catalog.rules,
-            catalog.policy,
-        )
-        history.add_report(at, symptoms, vitals.get("weight_kg"))
-        advice_severity = evaluation.advice.severity if evaluation.advice else None
-        outcomes.append(Outcome(report_id, body, now, advice_severity))
-        evaluations.append(evaluation)
-        report_rows.append(
-            {
-                "id": report_id,
-                "patient_id": patient_id,
-                "client_report_id": body.client_report_id,
-                "recorded_at": at,
-                "received_at": now,
-                "note": body.note,
-                "body_hash": digest,
-                "advice_severity": advice_severity,
-                **{name: vitals.get(name) for name in VITALS},
-            }
-        )
-        symptom_rows.extend(
-            {"report_id": report_id, "symptom_code": s.code, "grade": s.grade, "note": s.note}
-            for s in body.symptoms
-        )
+    for part in parts:
+        patient = part.row
+        history = histories[patient["id"]]
+        for fresh in part.fresh:
+            body, at = fresh.body, fresh.body.recorded_at
+            vitals = body.vitals.present() if body.vitals else {}
+            symptoms = {s.code: s.grade for s in body.symptoms}
+            evaluation = engine.evaluate(
+                engine.ReportInput(recorded_at=at, symptoms=symptoms, vitals=vitals),
+                history.context(
+                    at,
+                    symptoms,
+                    therapies=therapy_lists[patient["id"]],
+                    baseline_weight_kg=patient["baseline_weight_kg"],
+                    window=window,
+                    serious_by_drug=catalog.serious_by_drug,
+                    symptom_names=catalog.symptom_names,
+                ),
+                catalog.rules,
+                catalog.policy,
+            )
+            history.add_report(at, symptoms, vitals.get("weight_kg"))
+            advice_severity = evaluation.advice.severity if evaluation.advice else None
+            outcomes.append(Outcome(fresh.report_id, body, now, advice_severity))
+            raised.append(
+                (patient["id"], patient["care_team"], fresh.report_id, evaluation.findings)
+            )
+            report_rows.append(
+                {
+                    "id": fresh.report_id,
+                    "patient_id": patient["id"],
+                    "client_report_id": body.client_report_id,
+                    "recorded_at": at,
+                    "received_at": now,
+                    "note": body.note,
+                    "body_hash": fresh.digest,
+                    "advice_severity": advice_severity,
+                    **{name: vitals.get(name) for name in VITALS},
+                }
+            )
+            symptom_rows.extend(
+                {
+                    "report_id": fresh.report_id,
+                    "symptom_code": s.code,
+                    "grade": s.grade,
+                    "note": s.note,
+                }
+                for s in body.symptoms
+            )
     await conn.execute(_insert_reports, report_rows)
     if symptom_rows:
         await conn.execute(_insert_symptoms, symptom_rows)
-    touched = await raise_alerts(
-        conn,
-        patient_id,
-        patient["care_team"],
-        [(o.report_id, e.findings) for o, e in zip(outcomes, evaluations, strict=True)],
-        now,
-    )
+    touched, events = await raise_alerts(conn, raised, now)
     for outcome, alerts in zip(outcomes, touched, strict=True):
         outcome.alerts = alerts
-    return outcomes
+    return outcomes, events
 
 
 def _report_fields(patient_id: uuid.UUID, outcome: Outcome) -> dict[str, Any]:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import Tokens, World, report_body
+from api.main import create_app
+from tests.conftest import Tokens, World, make_settings, report_body
+from tests.groups import Send, send_as_group
 from tests.live_server import live_server
 from tests.resilience.tcp_proxy import TcpProxy
 
@@ -140,3 +144,50 @@ def test_a_request_waiting_too_long_for_a_connection_gets_503_busy(
         # Nothing was stored for the refused report: the retry creates it.
         assert client.post(url, json=body, headers=tokens.patient(other["id"])).status_code == 201
     engine.dispose()
+
+
+@pytest.mark.postgres_only
+def test_a_lock_timeout_in_a_group_fails_only_the_report_that_waited(
+    database_url: str, world: World, tokens: Tokens
+) -> None:
+    """The database refuses a group's transaction (a statement timeout on one patient's lock):
+    each report of the group is written again on its own, and only the locked one fails."""
+    first_locked, locked, b, c = (world.patient() for _ in range(4))
+    path = "/v1/patients/{}/reports"
+
+    def send(patient: dict[str, Any]) -> Send:
+        return (
+            path.format(patient["id"]),
+            report_body({"fever": 1}),
+            tokens.patient(patient["id"]),
+        )
+
+    engine = create_engine(database_url)
+    app = create_app(make_settings(database_url, db_statement_timeout_ms=500))
+    with (
+        engine.connect() as holder,
+        TestClient(app, raise_server_exceptions=False) as client,
+    ):
+        for patient in (first_locked, locked):
+            holder.execute(
+                text("SELECT 1 FROM patients WHERE id = :id FOR UPDATE"), {"id": patient["id"]}
+            )
+        # The first report waits for its patient; the next three queue behind it as one group,
+        # one of them for a patient that stays locked.
+        responses, _ = send_as_group(
+            client, send(first_locked), [send(b), send(locked), send(c)], hold_database=False
+        )
+        holder.rollback()
+    engine.dispose()
+    assert [r.status_code for r in responses] == [503, 201, 503, 201], [r.text for r in responses]
+    for response in (responses[0], responses[2]):
+        assert_unavailable(response)
+        assert "busy" in response.json()["detail"]
+    stored = {p["id"]: 0 for p in (first_locked, locked, b, c)}
+    stored.update({r.json()["patient_id"]: 1 for r in responses if r.status_code == 201})
+    assert stored == {first_locked["id"]: 0, locked["id"]: 0, b["id"]: 1, c["id"]: 1}
+    for patient in (first_locked, locked, b, c):
+        listed = world.client.get(
+            path.format(patient["id"]), headers=tokens.patient(patient["id"])
+        ).json()["items"]
+        assert len(listed) == stored[patient["id"]]

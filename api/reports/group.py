@@ -1,0 +1,164 @@
+"""Group commit: the reports that arrive while one transaction is being written share the next.
+
+Each worker process writes one group at a time. A report that finds the writer idle starts a
+group at once (no timer); the ones that arrive meanwhile wait and form the next group, so the
+busier the service, the more reports share a transaction and its statements: one lock
+statement for all their patients, one read of their history, one insert per table, one
+commit (``service.write_group``). Every report of a group is answered after its group
+committed.
+
+A report's own problem (unknown patient, conflict, bad data found with the patient row) is
+its answer alone. If the transaction itself fails (a lock timeout, a constraint, bad data the
+database refuses), nobody can tell which report caused it: each report of the group is then
+written again on its own, so only the one at fault fails. A lost connection fails the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from api.db import Database
+from api.errors import Unavailable
+from api.metrics import count_stored
+from api.reports import service
+from api.reports.schemas import BatchResult, ReportCreate, ReportCreated
+from api.security import Principal
+
+# Reports per group: a batch counts its items. Bounds how long a group holds its patients.
+MAX_GROUP_REPORTS = 100
+
+
+@dataclass(eq=False, slots=True)
+class _Waiting:
+    job: service.Job
+    done: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    taken: bool = False
+
+    def settle(self, answer: Any) -> None:
+        if self.done.done():
+            return
+        if isinstance(answer, BaseException):
+            self.done.set_exception(answer)
+        else:
+            self.done.set_result(answer)
+
+
+class GroupWriter:
+    """This process's report writer (one per app, made on the serving event loop)."""
+
+    def __init__(self, db: Database, max_reports: int = MAX_GROUP_REPORTS) -> None:
+        self.db = db
+        self.max_reports = max_reports
+        self._queue: deque[_Waiting] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(
+        self, patient_id: uuid.UUID, principal: Principal, body: ReportCreate
+    ) -> tuple[ReportCreated, bool]:
+        answer: tuple[ReportCreated, bool] = await self._run(
+            service.Single(patient_id, principal, body)
+        )
+        return answer
+
+    async def submit_batch(
+        self, patient_id: uuid.UUID, principal: Principal, items: list[dict[str, object]]
+    ) -> list[BatchResult]:
+        answer: list[BatchResult] = await self._run(service.Batch(patient_id, principal, items))
+        return answer
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for the next group."""
+        return len(self._queue)
+
+    @property
+    def writing(self) -> bool:
+        return self._task is not None
+
+    async def close(self) -> None:
+        """Write what is queued, then stop."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def _run(self, job: service.Job) -> Any:
+        waiting = _Waiting(job)
+        self._queue.append(waiting)
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain())
+        try:
+            # Waiting for a group counts as waiting for the database: "busy" after the pool
+            # timeout, and nothing of the report is stored. Once in a group, the database's
+            # own timeouts bound the wait.
+            return await asyncio.wait_for(asyncio.shield(waiting.done), self.db.timeout)
+        except TimeoutError:
+            if waiting.taken:
+                return await waiting.done
+            self._queue.remove(waiting)
+            raise PoolTimeoutError(f"no connection free within {self.db.timeout:g} s") from None
+        except asyncio.CancelledError:
+            if waiting.taken:
+                # The client went away; the group still stores its report (a retry replays it).
+                waiting.done.add_done_callback(_consume)
+            else:
+                self._queue.remove(waiting)
+            raise
+
+    async def _drain(self) -> None:
+        group: list[_Waiting] = []
+        try:
+            while self._queue:
+                group = self._next_group()
+                await self._write(group)
+        except BaseException:
+            for waiting in group:
+                waiting.settle(Unavailable("The report writer stopped; retry shortly"))
+            raise
+        finally:
+            self._task = None
+
+    def _next_group(self) -> list[_Waiting]:
+        group: list[_Waiting] = []
+        size = 0
+        while self._queue and (not group or size + self._queue[0].job.size <= self.max_reports):
+            waiting = self._queue.popleft()
+            waiting.taken = True
+            group.append(waiting)
+            size += waiting.job.size
+        return group
+
+    async def _write(self, group: list[_Waiting]) -> None:
+        try:
+            async with self.db.write() as session:
+                answers, stored = await service.write_group(session, [w.job for w in group])
+        except Exception as exc:
+            if len(group) == 1 or _connection_lost(exc):
+                for waiting in group:
+                    waiting.settle(exc)
+                return
+            # Which report the database refused cannot be told: each goes again on its own.
+            for waiting in group:
+                await self._write([waiting])
+            return
+        count_stored(len(stored), (alert for o in stored for alert in o.alerts))
+        for waiting, answer in zip(group, answers, strict=True):
+            waiting.settle(answer)
+
+
+def _connection_lost(exc: Exception) -> bool:
+    return isinstance(exc, PoolTimeoutError | OSError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+def _consume(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()

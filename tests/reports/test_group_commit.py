@@ -1,0 +1,97 @@
+"""Group commit: reports that queue while a group is written share the next transaction, and a
+report that fails in a group fails alone."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from api.alerts.models import Alert
+from api.reports.models import Report
+from tests.conftest import Tokens, World, db_execute, report_body
+from tests.groups import send_as_group
+
+
+def _stored(client: TestClient, patient_id: str) -> int:
+    [(n,)] = db_execute(
+        client,
+        select(func.count()).select_from(Report).where(Report.patient_id == uuid.UUID(patient_id)),
+    )
+    return n
+
+
+def test_reports_that_queue_together_are_written_in_one_transaction(
+    world: World, client: TestClient, tokens: Tokens
+) -> None:
+    patients = [world.patient(drugs=("aldesleukin",)) for _ in range(6)]
+    path = "/v1/patients/{}/reports"
+    send = [
+        (
+            path.format(p["id"]),
+            report_body({"fever": 3}, {"temperature_c": 39.2}),
+            tokens.patient(p["id"]),
+        )
+        for p in patients
+    ]
+    responses, transactions = send_as_group(client, send[0], send[1:])
+    assert [r.status_code for r in responses] == [201] * 6, [r.text for r in responses]
+    # The first report alone, the five that queued behind it together.
+    assert transactions == 2
+    for patient, response in zip(patients, responses, strict=True):
+        assert _stored(client, patient["id"]) == 1
+        # fever 39.2 °C on aldesleukin: each report raised its own patient's alert
+        assert {a["patient_id"] for a in response.json()["alerts"]} == {patient["id"]}
+
+
+def test_a_failing_report_in_a_group_loses_no_other(
+    world: World, client: TestClient, tokens: Tokens
+) -> None:
+    patients = [world.patient(drugs=("aldesleukin",)) for _ in range(5)]
+    a, b, c, d, e = patients
+    path = "/v1/patients/{}/reports"
+    stored_before = world.report(a["id"], {"fatigue": 1})
+    conflicting = report_body({"fatigue": 3}, client_report_id=stored_before["client_report_id"])
+    ancient = report_body({"nausea": 1}, recorded_at=datetime.now(UTC) - timedelta(days=900))
+    twice = report_body({"chills": 2}, {"systolic_bp": 84})
+    good = {p["id"]: report_body({"fever": 2}, {"temperature_c": 38.6}) for p in (b, c, d)}
+    rest = [
+        (path.format(b["id"]), good[b["id"]], tokens.patient(b["id"])),
+        # another body under a key already used: 409
+        (path.format(a["id"]), conflicting, tokens.patient(a["id"])),
+        (path.format(c["id"]), good[c["id"]], tokens.patient(c["id"])),
+        # a patient the caller cannot see: 404
+        (path.format(e["id"]), report_body({"fever": 1}), tokens.patient(d["id"])),
+        # dated before the patient's record allows: 422, found only with the patient row
+        (path.format(d["id"]), ancient, tokens.patient(d["id"])),
+        (path.format(d["id"]), good[d["id"]], tokens.patient(d["id"])),
+        # the same report twice in one group: stored once, the second is its replay
+        (path.format(e["id"]), twice, tokens.patient(e["id"])),
+        (path.format(e["id"]), twice, tokens.patient(e["id"])),
+    ]
+    first = (path.format(a["id"]), report_body({"fatigue": 1}), tokens.patient(a["id"]))
+    responses, transactions = send_as_group(client, first, rest)
+    codes = [r.status_code for r in responses]
+    # The two sends of one report may reach the writer in either order: one stores, one replays.
+    assert codes[:7] == [201, 201, 409, 201, 404, 422, 201], [r.text for r in responses]
+    assert sorted(codes[7:]) == [200, 201], [r.text for r in responses]
+    assert responses[2].headers["content-type"] == "application/problem+json"
+    assert responses[5].json()["errors"][0]["loc"] == ["body", "recorded_at"]
+    # Every report that was not at fault is stored, once; nothing of the ones that failed is.
+    assert [_stored(client, p["id"]) for p in patients] == [2, 1, 1, 1, 1]
+    stored_twice, replayed = sorted(responses[7:], key=lambda r: r.status_code, reverse=True)
+    assert replayed.json()["id"] == stored_twice.json()["id"]
+    assert replayed.json()["advice"] == stored_twice.json()["advice"]
+    alert_ids = [{x["id"] for x in r.json()["alerts"]} for r in (replayed, stored_twice)]
+    assert alert_ids[0] == alert_ids[1]
+    assert {x["rule_id"] for x in stored_twice.json()["alerts"]} >= {"cls-hypotension"}
+    [(episodes,)] = db_execute(
+        client,
+        select(func.count()).select_from(Alert).where(Alert.patient_id == uuid.UUID(e["id"])),
+    )
+    assert episodes == len(stored_twice.json()["alerts"])
+    # The first alone, then the group: each failure rolled back what the group had written
+    # and wrote the rest again, so only the last attempt stored anything.
+    assert transactions == 2
