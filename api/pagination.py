@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Query
+from fastapi import Query, Response
 from pydantic import BaseModel, Field
 
 from api.errors import Invalid
@@ -68,3 +68,12 @@ def page_of(items: list[T], limit: int, key: Any) -> Page[T]:
     more = len(items) > limit
     items = items[:limit]
     return Page(items=items, next_cursor=encode_cursor(key(items[-1])) if more else None)
+
+
+def page_response(model: type[Page[T]], items: Sequence[T], limit: int, key: Any) -> Response:
+    """``page_of``'s page as the response, serialised once: for items already valid, returned by
+    an endpoint that declares ``response_model=model``, so FastAPI does not check them again."""
+    more = len(items) > limit
+    served = list(items[:limit])
+    page = model(items=served, next_cursor=encode_cursor(key(served[-1])) if more else None)
+    return Response(model.__pydantic_serializer__.to_json(page), media_type="application/json")

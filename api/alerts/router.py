@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse
 
 from api.alerts import service
@@ -18,7 +18,16 @@ from api.alerts.service import TRIAGE_RANK
 from api.alerts.stream import EventHub, feed
 from api.db import ReadSession, WriteSession
 from api.errors import PROBLEM_RESPONSES, Invalid
-from api.pagination import Cursor, Limit, Page, decode_cursor, page_of, parse_int_id, parse_time
+from api.pagination import (
+    Cursor,
+    Limit,
+    Page,
+    decode_cursor,
+    page_of,
+    page_response,
+    parse_int_id,
+    parse_time,
+)
 from api.reports.schemas import ReportRead
 from api.reports.service import read_report
 from api.rules.definitions import CODE_PATTERN
@@ -47,7 +56,8 @@ def _escalation_rank(value: object) -> int:
     return value
 
 
-@router.get("")
+# The page is serialised here, in one pass; the response model keeps the OpenAPI schema.
+@router.get("", response_model=Page[AlertRead])
 async def list_alerts(
     principal: Staff,
     session: ReadSession,
@@ -58,7 +68,7 @@ async def list_alerts(
     team: Annotated[str | None, Query(max_length=64, pattern=TEAM_PATTERN)] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> Page[AlertRead]:
+) -> Response:
     """List alerts (the worklist).
 
     Staff only: the alerts of the caller's teams in triage order (emergency first, escalated first
@@ -68,7 +78,7 @@ async def list_alerts(
     after = decode_cursor(cursor, _triage_rank, _escalation_rank, parse_time, uuid.UUID)
     where = service.QueueFilter(status, severity, patient_id, drug_code, team)
     items = await service.queue(session, principal, where, limit, after)
-    return page_of(items, limit, service.queue_key)
+    return page_response(Page[AlertRead], items, limit, service.queue_key)
 
 
 @router.get("/summary")

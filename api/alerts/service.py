@@ -6,12 +6,30 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, Uuid, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import (
+    Integer,
+    Select,
+    String,
+    Uuid,
+    bindparam,
+    func,
+    insert,
+    select,
+    tuple_,
+    type_coerce,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from api.alerts.events import event_row, write_events
 from api.alerts.models import OPEN_STATUSES, Alert, AlertEvent
-from api.alerts.schemas import AlertEventRead, AlertRead, SummaryCounts
+from api.alerts.schemas import (
+    STORED_ALERTS,
+    AlertEventRead,
+    AlertRead,
+    StoredAlert,
+    SummaryCounts,
+)
 from api.audit.service import record
 from api.db import utcnow
 from api.errors import Conflict, NotFound
@@ -232,10 +250,18 @@ async def queue(
     where: QueueFilter,
     limit: int,
     after: Sequence[Any] | None,
-) -> list[AlertRead]:
+) -> list[StoredAlert]:
     """Up to ``limit + 1`` alerts of the caller's teams in triage order, after ``after``."""
-    # Rows, not ORM objects: a page is read-only and the identity map would double its cost.
-    query = _scoped(select(alerts), principal, where.team).order_by(*QUEUE_ORDER)
+    # AlertRead's columns as the driver returns them (text and integers need no conversion):
+    # SQLAlchemy's conversions per value and a model per row cost more than the query;
+    # StoredAlert reads the page in one call instead.
+    raw = String()
+    names = list(StoredAlert.model_fields)
+    columns = [
+        column if isinstance(column.type, String | Integer) else type_coerce(column, raw)
+        for column in (alerts.c[name] for name in names)
+    ]
+    query = _scoped(select(*columns), principal, where.team).order_by(*QUEUE_ORDER)
     for column, value in (
         (Alert.status, where.status),
         (Alert.severity, where.severity),
@@ -247,8 +273,8 @@ async def queue(
     if after:
         query = query.where(tuple_(*QUEUE_ORDER) > tuple_(*after))
     conn = await session.connection()
-    rows = (await conn.execute(query.limit(limit + 1))).mappings()
-    return [AlertRead.model_validate(dict(row)) for row in rows]
+    rows = await conn.execute(query.limit(limit + 1))
+    return STORED_ALERTS.validate_python([dict(zip(names, row, strict=True)) for row in rows])
 
 
 async def summary(session: AsyncSession, principal: Principal, team: str | None) -> SummaryCounts:
