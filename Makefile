@@ -11,6 +11,9 @@ PORT ?= 8000
 # from pyproject.toml.
 $(VENV)/.installed: pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
+# pip before 24 resolves an extra (pytest-cov's coverage[toml]) apart from its pinned package and
+# then refuses it in --require-hashes mode; the lock's own pip is installed by the next line.
+	$(PY) -m pip install --quiet "pip>=24.1"
 	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
