@@ -13,6 +13,7 @@ from fastapi import Query, Response
 from pydantic import BaseModel, Field
 
 from api.errors import Invalid
+from api.responses import serialised
 from api.types import check_timestamp
 
 T = TypeVar("T")
@@ -76,4 +77,4 @@ def page_response(model: type[Page[T]], items: Sequence[T], limit: int, key: Any
     more = len(items) > limit
     served = list(items[:limit])
     page = model(items=served, next_cursor=encode_cursor(key(served[-1])) if more else None)
-    return Response(model.__pydantic_serializer__.to_json(page), media_type="application/json")
+    return serialised(page)

@@ -17,6 +17,7 @@ from api.reports.schemas import (
     ReportCreated,
     ReportRead,
 )
+from api.responses import serialised
 from api.security import CurrentPrincipal, ReadPatient
 from api.types import Timestamp
 
@@ -36,6 +37,7 @@ ReportWriter = Annotated[GroupWriter, Depends(_writer)]
 @router.post(
     "/{patient_id}/reports",
     status_code=status.HTTP_201_CREATED,
+    response_model=ReportCreated,
     responses={200: {"model": ReportCreated, "description": "Replay of a stored report"}},
 )
 async def create_report(
@@ -43,8 +45,7 @@ async def create_report(
     body: ReportCreate,
     principal: CurrentPrincipal,
     writer: ReportWriter,
-    response: Response,
-) -> ReportCreated:
+) -> Response:
     """Send a symptom report.
 
     The mobile app's call. Stores the report, evaluates the rules and answers with the alerts it
@@ -53,15 +54,13 @@ async def create_report(
     with the same key is a 409.
     """
     created, new = await writer.submit(patient_id, principal, body)
-    if not new:
-        response.status_code = status.HTTP_200_OK
-    return created
+    return serialised(created, status.HTTP_201_CREATED if new else status.HTTP_200_OK)
 
 
-@router.post("/{patient_id}/reports/batch")
+@router.post("/{patient_id}/reports/batch", response_model=BatchResponse)
 async def create_reports_batch(
     patient_id: uuid.UUID, body: BatchCreate, principal: CurrentPrincipal, writer: ReportWriter
-) -> BatchResponse:
+) -> Response:
     """Send up to 100 reports at once.
 
     For an app syncing a backlog: each item is stored, a duplicate or rejected on its own, results
@@ -69,7 +68,7 @@ async def create_reports_batch(
     they happened.
     """
     results = await writer.submit_batch(patient_id, principal, body.reports)
-    return BatchResponse(results=results)
+    return serialised(BatchResponse(results=results))
 
 
 @router.get("/{patient_id}/reports")
