@@ -7,6 +7,11 @@ statement for all their patients, one read of their history, one insert per tabl
 commit (``service.write_group``). Every report of a group is answered after its group
 committed.
 
+Groups of different processes run side by side. A group does not wait for a patient another
+group holds: it writes the rest, and that patient's reports go first into the next group,
+which waits for the patient if it must (so each report is passed over once at most, and a
+patient's reports keep their order).
+
 A report's own problem (unknown patient, conflict, bad data found with the patient row) is
 its answer alone. If the transaction itself fails (a lock timeout, a constraint, bad data the
 database refuses), nobody can tell which report caused it: each report of the group is then
@@ -42,6 +47,7 @@ class _Waiting:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     taken: bool = False
+    passed_over: bool = False  # once: its group found the patient held by another
 
     def settle(self, answer: Any) -> None:
         if self.done.done():
@@ -136,9 +142,12 @@ class GroupWriter:
         return group
 
     async def _write(self, group: list[_Waiting]) -> None:
+        skip_locked = not any(w.passed_over for w in group)
         try:
             async with self.db.write() as session:
-                answers, stored = await service.write_group(session, [w.job for w in group])
+                answers, stored = await service.write_group(
+                    session, [w.job for w in group], skip_locked
+                )
         except Exception as exc:
             if len(group) == 1 or _connection_lost(exc):
                 for waiting in group:
@@ -149,8 +158,14 @@ class GroupWriter:
                 await self._write([waiting])
             return
         count_stored(len(stored), (alert for o in stored for alert in o.alerts))
+        again = []
         for waiting, answer in zip(group, answers, strict=True):
-            waiting.settle(answer)
+            if answer is service.DEFERRED:
+                waiting.taken, waiting.passed_over = False, True
+                again.append(waiting)
+            else:
+                waiting.settle(answer)
+        self._queue.extendleft(reversed(again))
 
 
 def _connection_lost(exc: Exception) -> bool:

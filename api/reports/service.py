@@ -76,6 +76,9 @@ _lock = (
     .order_by(patients.c.id)
     .with_for_update(of=patients)
 )
+# The same, passing over patients another group holds: their reports wait for a later group
+# instead of holding up this one (two workers' groups often share a patient).
+_lock_free = _lock.with_for_update(of=patients, skip_locked=True)
 # Read after the lock, never in the same statement: a statement that waited for the lock still
 # sees the snapshot it started with, without the report the lock holder just stored.
 _stored = select(
@@ -166,8 +169,16 @@ class Batch:
 
 
 Job = Single | Batch
-# Per job: the report and whether it is new, the batch's results, or the problem it met.
-Answer = tuple[ReportCreated, bool] | list[BatchResult] | AppError
+
+
+class Deferred:
+    """A job whose patient another transaction held: nothing of it was written."""
+
+
+DEFERRED = Deferred()
+# Per job: the report and whether it is new, the batch's results, the problem it met, or
+# DEFERRED.
+Answer = tuple[ReportCreated, bool] | list[BatchResult] | AppError | Deferred
 
 
 @dataclass(slots=True)
@@ -215,7 +226,7 @@ class _PatientPart:
 
 
 async def write_group(
-    session: AsyncSession, jobs: Sequence[Job]
+    session: AsyncSession, jobs: Sequence[Job], skip_locked: bool = False
 ) -> tuple[list[Answer], list[Outcome]]:
     """Store the reports of ``jobs`` with their alerts, audit rows and events, in a fixed number
     of statements however many jobs and patients there are; an answer per job, and the reports
@@ -224,6 +235,8 @@ async def write_group(
     A job's own problem (unknown patient, conflict, bad data found with the patient row) is its
     answer and touches no other job. The patients are locked in one statement, in id order; a
     patient's reports are evaluated in ``recorded_at`` order, each seeing the ones before it.
+    With ``skip_locked``, a job whose patient another transaction holds (or who does not exist)
+    is answered ``DEFERRED``, to be written again without it.
     """
     conn = await session.connection()
     # Until the reports are stored, a job's answer may stand for what it will be (_Fresh, _Known).
@@ -248,7 +261,12 @@ async def write_group(
         batch_results[j] = results
 
     ids = sorted({job.patient_id for job in jobs})
-    rows = {row["id"]: row for row in (await conn.execute(_lock, {"patient_ids": ids})).mappings()}
+    lock = _lock_free if skip_locked else _lock
+    rows = {row["id"]: row for row in (await conn.execute(lock, {"patient_ids": ids})).mappings()}
+
+    def missing() -> Answer:
+        return DEFERRED if skip_locked else NotFound("No such patient")
+
     keys = sorted({body.client_report_id for items in parsed for _, body, _ in items})
     known: dict[uuid.UUID, dict[uuid.UUID, _Known]] = {pid: {} for pid in rows}
     if rows and keys:
@@ -258,14 +276,17 @@ async def write_group(
                 found["body_hash"], found["report_id"], found
             )
     if not rows:
-        return [NotFound("No such patient") for _ in jobs], []
+        return [missing() for _ in jobs], []
     catalog = await evaluation_catalog(session, next(iter(rows.values()))["revision"])
 
     parts: dict[uuid.UUID, _PatientPart] = {}
     order = 0
     for j, job in enumerate(jobs):
         row = rows.get(job.patient_id)
-        if row is None or not can_see_patient(job.principal, row["id"], row["care_team"]):
+        if row is None:
+            answers[j] = missing()
+            continue
+        if not can_see_patient(job.principal, row["id"], row["care_team"]):
             answers[j] = NotFound("No such patient")
             continue
         part = parts.setdefault(job.patient_id, _PatientPart(row, known[job.patient_id]))

@@ -3,15 +3,20 @@ report that fails in a group fails alone."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import httpx
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from api.alerts.models import Alert
+from api.main import create_app
 from api.reports.models import Report
-from tests.conftest import Tokens, World, db_execute, report_body
+from tests.conftest import Tokens, World, db_execute, engine_of, make_settings, report_body
 from tests.groups import send_as_group
 
 
@@ -95,3 +100,56 @@ def test_a_failing_report_in_a_group_loses_no_other(
     # The first alone, then the group: each failure rolled back what the group had written
     # and wrote the rest again, so only the last attempt stored anything.
     assert transactions == 2
+
+
+@pytest.mark.postgres_only
+@pytest.mark.committed  # the test's own app reads the patients
+def test_a_group_writes_its_other_patients_while_one_is_held_elsewhere(
+    database_url: str, world: World, tokens: Tokens
+) -> None:
+    """Another transaction (another worker's group) holds a patient: the group stores the
+    other reports without waiting for it, and that patient's report follows once it is free."""
+    first, held, free = (world.patient(drugs=("aldesleukin",)) for _ in range(3))
+    # One place at the database: while the test holds it, the writer cannot start a group.
+    app = create_app(make_settings(database_url, db_pool_size=1, db_max_overflow=0))
+
+    def send(http: httpx.AsyncClient, patient: dict[str, Any]) -> asyncio.Task[httpx.Response]:
+        path = f"/v1/patients/{patient['id']}/reports"
+        body = report_body({"fever": 3}, {"temperature_c": 39.2})
+        headers = tokens.patient(patient["id"])
+        return asyncio.create_task(http.post(path, json=body, headers=headers))
+
+    async def until(done: Any) -> None:
+        for _ in range(1000):
+            if done():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the reports never queued")
+
+    with TestClient(app) as client, engine_of(app).connect() as holder:
+        db, writer = app.state.db, app.state.report_writer
+        holder.execute(text("SELECT 1 FROM patients WHERE id = :id FOR UPDATE"), {"id": held["id"]})
+
+        async def scenario() -> tuple[httpx.Response, httpx.Response, bool]:
+            transport = httpx.ASGITransport(app)  # type: ignore[arg-type]
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                async with db.turn():  # the writer takes `first`, then waits for its place
+                    tasks = [send(http, first)]
+                    await until(lambda: writer.queued == 0 and writer.writing)
+                    waiting, stored = send(http, held), send(http, free)
+                    await until(lambda: writer.queued == 2)
+                await tasks[0]
+                # Far below the 5 s statement timeout a wait for the held patient would take.
+                done = await asyncio.wait_for(stored, 4)
+                still_waiting = not waiting.done()
+                holder.rollback()  # the other transaction ends
+                return done, await waiting, still_waiting
+
+        done, followed, still_waiting = client.portal.call(scenario)  # type: ignore[union-attr]
+        assert done.status_code == 201, done.text
+        assert still_waiting
+        assert followed.status_code == 201, followed.text
+        for patient, response in ((free, done), (held, followed)):
+            assert response.json()["patient_id"] == patient["id"]
+            assert _stored(client, patient["id"]) == 1
+            assert {a["patient_id"] for a in response.json()["alerts"]} == {patient["id"]}

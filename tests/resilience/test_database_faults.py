@@ -163,7 +163,11 @@ def test_a_lock_timeout_in_a_group_fails_only_the_report_that_waited(
         )
 
     engine = create_engine(database_url)
-    app = create_app(make_settings(database_url, db_statement_timeout_ms=500))
+    # One place at the database, so that send_as_group can keep the writer from starting.
+    settings = make_settings(
+        database_url, db_statement_timeout_ms=500, db_pool_size=1, db_max_overflow=0
+    )
+    app = create_app(settings)
     with (
         engine.connect() as holder,
         TestClient(app, raise_server_exceptions=False) as client,
@@ -172,11 +176,10 @@ def test_a_lock_timeout_in_a_group_fails_only_the_report_that_waited(
             holder.execute(
                 text("SELECT 1 FROM patients WHERE id = :id FOR UPDATE"), {"id": patient["id"]}
             )
-        # The first report waits for its patient; the next three queue behind it as one group,
-        # one of them for a patient that stays locked.
-        responses, _ = send_as_group(
-            client, send(first_locked), [send(b), send(locked), send(c)], hold_database=False
-        )
+        # The first report's group passes over its locked patient; the next three queue
+        # behind it, and the first joins them at the head of a group that waits for every
+        # patient: its lock wait times out, and so the whole group's transaction fails.
+        responses, _ = send_as_group(client, send(first_locked), [send(b), send(locked), send(c)])
         holder.rollback()
     engine.dispose()
     assert [r.status_code for r in responses] == [503, 201, 503, 201], [r.text for r in responses]
