@@ -142,7 +142,8 @@ class GroupWriter:
         return group
 
     async def _write(self, group: list[_Waiting]) -> None:
-        skip_locked = not any(w.passed_over for w in group)
+        # SQLite has no row locks to pass over: skipping there only defers unknown patients.
+        skip_locked = self.db.dialect == "postgresql" and not any(w.passed_over for w in group)
         try:
             async with self.db.write() as session:
                 answers, stored = await service.write_group(
