@@ -20,11 +20,8 @@ from api.rules.engine import (
     Weight,
     course_start,
     iter_leaves,
+    time_of,
 )
-
-
-def _time_of(item: PriorGrade | Weight) -> datetime:
-    return item.recorded_at
 
 
 class History:
@@ -35,10 +32,10 @@ class History:
         self._weights: list[Weight] = []
 
     def add_grade(self, code: str, grade: int, at: datetime) -> None:
-        bisect.insort_right(self._grades.setdefault(code, []), PriorGrade(grade, at), key=_time_of)
+        bisect.insort_right(self._grades.setdefault(code, []), PriorGrade(grade, at), key=time_of)
 
     def add_weight(self, kg: float, at: datetime) -> None:
-        bisect.insort_right(self._weights, Weight(kg, at), key=_time_of)
+        bisect.insort_right(self._weights, Weight(kg, at), key=time_of)
 
     def add_report(
         self, at: datetime, symptoms: Mapping[str, int], weight_kg: float | None
@@ -57,14 +54,14 @@ class History:
             grades = self._grades.get(code)
             if not grades:
                 continue
-            lo = bisect.bisect_left(grades, before - window, key=_time_of)
-            hi = bisect.bisect_left(grades, before, key=_time_of)
+            lo = bisect.bisect_left(grades, before - window, key=time_of)
+            hi = bisect.bisect_left(grades, before, key=time_of)
             if lo < hi:
                 found[code] = grades[lo:hi]
         return found
 
     def weights_before(self, before: datetime) -> list[Weight]:
-        return self._weights[: bisect.bisect_left(self._weights, before, key=_time_of)]
+        return self._weights[: bisect.bisect_left(self._weights, before, key=time_of)]
 
     def context(
         self,

@@ -9,6 +9,7 @@ its ``grounds``; its ``evidence`` is their JSON form and its ``detail`` says the
 
 from __future__ import annotations
 
+import bisect
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -64,8 +65,8 @@ class PatientContext:
     therapies: Sequence[Therapy] = ()
     # The weight recorded on the patient's record (``baseline_weight_kg``), if any.
     baseline_weight_kg: float | None = None
-    # Grades of the report's symptoms reported before it, within the trend rules' look-back
-    # (any order); the trend rules compare nothing else.
+    # Grades of the report's symptoms reported before it, within the trend rules' look-back,
+    # oldest first; the trend rules compare nothing else.
     earlier: Mapping[str, Sequence[PriorGrade]] = field(default_factory=dict)
     # Weights reported before this report, oldest first: at least those from 7 days before the
     # start of each course a weight rule may look at (see ``course_baseline``).
@@ -198,6 +199,7 @@ def _scope_drugs(rule: RuleDef, on: list[Therapy]) -> list[str] | None:
 # --- baseline weight per course (CLINICAL.md "Baseline weight") -------------------------------
 
 PRE_DOSE_DAYS = 7
+PRE_DOSE = timedelta(days=PRE_DOSE_DAYS)
 BaselineSource = Literal["pre_dose", "recorded", "first_in_course"]
 
 
@@ -251,21 +253,30 @@ def course_baseline(
         first_day = course_start(context.therapies, drug_code, at.date(), watch_days)
         if first_day is not None:
             start = datetime.combine(first_day, time.min, at.tzinfo)
-    weights = context.weights
+    weights = context.weights  # oldest first: found by bisection, not by a scan
     if start is not None:
-        pre_dose_from = start - timedelta(days=PRE_DOSE_DAYS)
-        pre = [w for w in weights if pre_dose_from <= w.recorded_at < start]
-        if pre:
-            latest = max(pre, key=lambda w: w.recorded_at)
+        before_start = bisect.bisect_left(weights, start, key=time_of)
+        if before_start and weights[before_start - 1].recorded_at >= start - PRE_DOSE:
+            # Of the weights reported at that latest time, the first (as max() would take).
+            latest_at = weights[before_start - 1].recorded_at
+            latest = weights[bisect.bisect_left(weights, latest_at, key=time_of)]
             return Baseline(latest.kg, "pre_dose", latest.recorded_at)
     if context.baseline_weight_kg is not None:
         return Baseline(context.baseline_weight_kg, "recorded")
     if start is not None:
-        course = [w for w in weights if start <= w.recorded_at < at]
-        if course:
-            first = min(course, key=lambda w: w.recorded_at)
+        first_index = bisect.bisect_left(weights, start, key=time_of)
+        if first_index < len(weights) and weights[first_index].recorded_at < at:
+            first = weights[first_index]
             return Baseline(first.kg, "first_in_course", first.recorded_at)
     return None
+
+
+def time_of(item: PriorGrade | Weight) -> datetime:
+    """The sort key of a patient's grades and weights."""
+    return item.recorded_at
+
+
+_grade_of = operator.attrgetter("grade")
 
 
 _UNSET: Any = object()
@@ -561,15 +572,16 @@ def _hits(cond: Condition, env: _Env) -> list[Hit]:
         since = report.recorded_at - timedelta(days=days)
         hits = []
         for code, grade in sorted(report.symptoms.items()):
-            window = [
-                p
-                for p in context.earlier.get(code, ())
-                if since <= p.recorded_at < report.recorded_at
-            ]
-            if not window:
+            earlier = context.earlier.get(code)
+            if not earlier:
                 continue
-            # The lowest grade; of its reports, the latest (the one a nurse would look up).
-            lowest = min(window, key=lambda p: (p.grade, -p.recorded_at.timestamp()))
+            start = bisect.bisect_left(earlier, since, key=time_of)
+            end = bisect.bisect_left(earlier, report.recorded_at, key=time_of)
+            if start == end:
+                continue
+            # The lowest grade; of its reports, the latest (the one a nurse would look up):
+            # min() keeps the first it meets, so it walks from the latest back.
+            lowest = min(reversed(earlier[start:end]), key=_grade_of)
             if grade >= lowest.grade + by:
                 hits.append(WorseningHit(code, grade, lowest.grade, lowest.recorded_at, by, days))
         return hits
