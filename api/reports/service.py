@@ -40,7 +40,7 @@ from api.reports.schemas import (
     ReportRead,
 )
 from api.rules import engine
-from api.rules.context import History, weights_needed_from
+from api.rules.context import History, course_starts
 from api.rules.definitions import VITALS
 from api.security import Principal, can_see_patient
 
@@ -131,12 +131,27 @@ def _grades_query() -> CompoundSelect:
 
 
 _grades = _grades_query()
-_weights = select(reports.c.patient_id, reports.c.recorded_at, reports.c.weight_kg).where(
-    reports.c.patient_id.in_(_patient_ids),
-    reports.c.weight_kg.is_not(None),
-    reports.c.recorded_at >= bindparam("since"),
-    reports.c.recorded_at < bindparam("last"),
+_weighed = select(reports.c.patient_id, reports.c.recorded_at, reports.c.weight_kg).where(
+    reports.c.weight_kg.is_not(None)
 )
+
+
+def _course_weights(courses: Sequence[tuple[uuid.UUID, datetime, datetime]]) -> CompoundSelect:
+    """The weights a course baseline can rest on, for each (patient, course start, end of the
+    patient's reports): the latest of the 7 days before the course and the first in it.
+
+    Two rows a course, however long the course and however often the patient weighs in.
+    """
+    at = reports.c.recorded_at
+    found = []
+    for patient_id, start, end in courses:
+        mine = _weighed.where(reports.c.patient_id == patient_id)
+        pre_dose = mine.where(at >= start - engine.PRE_DOSE, at < start).order_by(at.desc())
+        first = mine.where(at >= start, at < end).order_by(at)
+        found += [select(pre_dose.limit(1).subquery()), select(first.limit(1).subquery())]
+    return union_all(*found)
+
+
 _insert_reports = insert(Report)
 _insert_symptoms = insert(ReportSymptom)
 
@@ -476,24 +491,18 @@ async def _store_new(
         for at, pid, code, grade in await conn.execute(_grades, params):
             if since[pid] <= at < last[pid]:
                 histories[pid].add_grade(code, grade, at)
-    weighed_since = {}
+    courses = []
     for part in parts:
         pid = part.row["id"]
         weighed = [
             f.body.recorded_at for f in part.fresh if f.body.vitals and f.body.vitals.weight_kg
         ]
-        needed = weights_needed_from(therapy_lists[pid], weighed, catalog.baseline_drugs)
-        if needed is not None:
-            weighed_since[pid] = needed
-    if weighed_since:
-        params = {
-            "patient_ids": list(weighed_since),
-            "since": min(weighed_since.values()),
-            "last": max(last[pid] for pid in weighed_since),
-        }
-        for pid, at, weight in await conn.execute(_weights, params):
-            if weighed_since[pid] <= at < last[pid]:
-                histories[pid].add_weight(weight, at)
+        for start in sorted(course_starts(therapy_lists[pid], weighed, catalog.baseline_drugs)):
+            courses.append((pid, start, last[pid]))
+    if courses:
+        # A weight can be both one course's pre-dose weight and another's first.
+        for pid, at, weight in set(await conn.execute(_course_weights(courses))):
+            histories[pid].add_weight(weight, at)
 
     outcomes: list[Outcome] = []
     raised: list[tuple[uuid.UUID, str, uuid.UUID, Sequence[engine.Finding]]] = []

@@ -13,7 +13,6 @@ from datetime import datetime, time, timedelta
 
 from api.rules.definitions import MetricCond, RuleDef, WorseningCond
 from api.rules.engine import (
-    PRE_DOSE_DAYS,
     PatientContext,
     PriorGrade,
     Therapy,
@@ -120,17 +119,15 @@ def baseline_drugs(rules: Iterable[RuleDef], drug_classes: Mapping[str, str]) ->
     return drugs
 
 
-def weights_needed_from(
+def course_starts(
     therapies: Sequence[Therapy], times: Iterable[datetime], drugs: Mapping[str, int]
-) -> datetime | None:
-    """From when weights must be read to find the course baselines of reports at ``times``:
-    7 days before the earliest course of a weight rule's drug that counts at one of them."""
-    earliest = None
+) -> set[datetime]:
+    """The first days of the courses a weight rule measures reports at ``times`` from: of each
+    course, the baseline needs the latest weight of the 7 days before it and the first in it."""
+    starts = set()
     for at in times:
         for code, watch_days in drugs.items():
             start = course_start(therapies, code, at.date(), watch_days)
             if start is not None:
-                begin = datetime.combine(start, time.min, at.tzinfo)
-                begin -= timedelta(days=PRE_DOSE_DAYS)
-                earliest = begin if earliest is None else min(earliest, begin)
-    return earliest
+                starts.add(datetime.combine(start, time.min, at.tzinfo))
+    return starts

@@ -645,6 +645,29 @@ def test_a_second_drug_added_mid_course_does_not_move_the_baseline(world: World)
     assert alert["evidence"]["baseline"]["source"] == "pre_dose"
 
 
+def test_the_baseline_is_found_among_many_weights(world: World) -> None:
+    """Of several weights in the week before the course, the latest; of several in the course,
+    the first; weights before that week count for nothing."""
+    pre_dosed, weighed_in_course = world.patient(), world.patient()  # no baseline_weight_kg
+    for patient in (pre_dosed, weighed_in_course):
+        world.therapy(patient["id"], "aldesleukin", days_ago(3))
+    now = datetime.now(UTC)
+    for kg, days in ((60, 12), (66, 9), (68, 5), (70, 2), (71, 1)):
+        world.report(pre_dosed["id"], vitals={"weight_kg": kg}, recorded_at=now - days * DAY)
+    body = world.report(pre_dosed["id"], vitals={"weight_kg": 73})
+    alert = check_response(body, "cls-weight", "urgent")  # +7.4 % over 68
+    assert alert["evidence"]["baseline"]["source"] == "pre_dose"
+    assert alert["evidence"]["baseline_weight_kg"] == 68
+
+    for kg, hours in ((60, 12 * 24), (70, 60), (71, 40), (72, 20), (72.5, 10)):
+        at = now - timedelta(hours=hours)
+        world.report(weighed_in_course["id"], vitals={"weight_kg": kg}, recorded_at=at)
+    body = world.report(weighed_in_course["id"], vitals={"weight_kg": 75.6})
+    alert = check_response(body, "cls-weight", "urgent")  # +8 % over 70, +4.3 % over 72.5
+    assert alert["evidence"]["baseline"]["source"] == "first_in_course"
+    assert alert["evidence"]["baseline_weight_kg"] == 70
+
+
 def test_recorded_baseline_weight_wins_over_first_report(world: World) -> None:
     patient = world.patient(drugs=("aldesleukin",), baseline_weight_kg=80)
     now = datetime.now(UTC)
