@@ -19,8 +19,10 @@ class DatabaseSettings(BaseSettings):
     database_url: str = "sqlite:///./symptoms.db"
     # Connections per worker process; requests beyond them wait their turn (first come, first
     # served) for at most db_pool_timeout, then get 503.
-    db_pool_size: int = Field(default=4, ge=1)
-    db_max_overflow: int = Field(default=4, ge=0)
+    # No overflow by default: the pool closes an overflow connection when it is returned to a
+    # full pool, so under a steady load overflow means a new connection every few requests.
+    db_pool_size: int = Field(default=8, ge=1)
+    db_max_overflow: int = Field(default=0, ge=0)
     db_pool_timeout: float = Field(default=5.0, gt=0)
     # No statement of this service needs seconds (the slowest, a backtest page, takes
     # milliseconds); with the response bound below, a silent database gives 503 within ~7 s.
