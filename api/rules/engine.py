@@ -603,18 +603,22 @@ def _causes(finding: Finding) -> frozenset[str]:
 
 
 def _evaluate_rule(
-    versioned: VersionedRule, report: ReportInput, context: PatientContext, policy: Policy
+    versioned: VersionedRule,
+    report: ReportInput,
+    context: PatientContext,
+    policy: Policy,
+    on: tuple[list[Therapy], frozenset[str]],
 ) -> Finding | None:
+    """``on``: the therapies the patient is on with the rule's watch window, and their drugs."""
     rule = versioned.rule
-    on = _on_drugs(context.therapies, report.recorded_at.date(), rule.watch_days)
-    scope_drugs = _scope_drugs(rule, on)
+    scope_drugs = _scope_drugs(rule, on[0])
     if scope_drugs is None:
         return None
     scoped = bool(rule.scope.drugs or rule.scope.drug_classes)
     env = _Env(
         report,
         context,
-        frozenset(t.drug_code for t in on),
+        on[1],
         tuple(scope_drugs),
         # A scoped global rule measures from the course of the patient's first drug in scope.
         baseline_drug=rule.drug or (scope_drugs[0] if scoped and scope_drugs else None),
@@ -715,11 +719,19 @@ def evaluate(
     rules: Sequence[VersionedRule],
     policy: Policy,
 ) -> Evaluation:
-    found = [
-        finding
-        for versioned in rules
-        if (finding := _evaluate_rule(versioned, report, context, policy)) is not None
-    ]
+    day = report.recorded_at.date()
+    # The rules share a few watch windows: what the patient is on, once per window.
+    on_drugs: dict[int, tuple[list[Therapy], frozenset[str]]] = {}
+    found = []
+    for versioned in rules:
+        watch_days = versioned.rule.watch_days
+        if (on := on_drugs.get(watch_days)) is None:
+            therapies = _on_drugs(context.therapies, day, watch_days)
+            on = on_drugs[watch_days] = (therapies, frozenset(t.drug_code for t in therapies))
+        if (finding := _evaluate_rule(versioned, report, context, policy, on)) is not None:
+            found.append(finding)
+    if not found:
+        return Evaluation(findings=[], advice=None)
     findings = _without_yielded(found, {v.rule.id: v.rule.yields_to or () for v in rules})
     if (escalated := _escalation(findings, policy)) is not None:
         findings.append(escalated)
