@@ -1,0 +1,106 @@
+"""SQLite's one writer among worker processes: the writer file lock (api/db.py WriterFileLock).
+
+Each app here stands for a worker process: its own Database, its own descriptor of the lock
+file. Runs on SQLite in both suites (a database file of its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from api.db import Database
+from api.main import create_app
+from tests.conftest import Tokens, World, make_settings, report_body, upgrade
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'writers.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def held_elsewhere(tmp_path: Path) -> Iterator[int]:
+    """The lock file, taken the way another worker's writer takes it."""
+    fd = os.open(tmp_path / "writers.db-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    yield fd
+    os.close(fd)
+
+
+def _free(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return True
+
+
+def test_a_report_waits_for_another_workers_writer_then_is_stored(
+    sqlite_url: str, held_elsewhere: int
+) -> None:
+    settings = make_settings(sqlite_url)
+    tokens = Tokens(settings)
+    with TestClient(create_app(settings)) as client:
+        patient = World(client, tokens).patient(drugs=("aldesleukin",))
+        path = f"/v1/patients/{patient['id']}/reports"
+        headers = tokens.patient(patient["id"])
+
+        async def scenario() -> tuple[bool, httpx.Response]:
+            transport = httpx.ASGITransport(client.app)  # type: ignore[arg-type]
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                fcntl.flock(held_elsewhere, fcntl.LOCK_EX)  # the other worker is writing
+                sent = asyncio.create_task(
+                    http.post(path, json=report_body({"fever": 3}), headers=headers)
+                )
+                await asyncio.sleep(0.5)
+                waited = not sent.done()
+                fcntl.flock(held_elsewhere, fcntl.LOCK_UN)
+                return waited, await asyncio.wait_for(sent, 5)
+
+        waited, response = client.portal.call(scenario)  # type: ignore[union-attr]
+        assert waited
+        assert response.status_code == 201, response.text
+        history = client.get(path, headers=tokens.admin()).json()["items"]
+        assert [r["client_report_id"] for r in history] == [response.json()["client_report_id"]]
+        # Released after the commit: the other worker can write again.
+        assert _free(held_elsewhere)
+
+
+def test_a_writer_cancelled_while_waiting_leaves_the_lock_free(
+    sqlite_url: str, held_elsewhere: int
+) -> None:
+    async def scenario() -> tuple[bool, bool]:
+        async with Database.opened(make_settings(sqlite_url)) as db:
+
+            async def write() -> None:
+                async with db.write():
+                    pass
+
+            fcntl.flock(held_elsewhere, fcntl.LOCK_EX)
+            waiting = asyncio.create_task(write())
+            await asyncio.sleep(0.3)
+            waiting.cancel()
+            fcntl.flock(held_elsewhere, fcntl.LOCK_UN)  # the wait ends; the lock is let go
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(waiting, 5)
+            # The abandoned wait ends in its thread, which lets go of the lock at once.
+            for _ in range(200):
+                if free := _free(held_elsewhere):
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.wait_for(write(), 5)  # and the next writer gets it
+            return waiting.cancelled(), free
+
+    cancelled, free = asyncio.run(scenario())
+    assert cancelled
+    assert free
