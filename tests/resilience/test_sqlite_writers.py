@@ -1,4 +1,5 @@
-"""SQLite's one writer among worker processes: the writer file lock (api/db.py WriterFileLock).
+"""SQLite's writers (api/db.py): the writer file lock among worker processes, and the WAL
+checkpointed beside them rather than by a commit.
 
 Each app here stands for a worker process: its own Database, its own descriptor of the lock
 file. Runs on SQLite in both suites (a database file of its own).
@@ -9,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from api.db import Database
 from api.main import create_app
@@ -104,3 +108,41 @@ def test_a_writer_cancelled_while_waiting_leaves_the_lock_free(
     cancelled, free = asyncio.run(scenario())
     assert cancelled
     assert free
+
+
+def _in_database_file(path: Path, client_report_id: str) -> bool:
+    """Whether the report is in the database file itself, not only in its WAL."""
+    conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
+        query = "SELECT count(*) FROM reports WHERE client_report_id = ?"
+        return bool(conn.execute(query, (client_report_id.replace("-", ""),)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_stored_reports_reach_the_database_file_without_a_commit_copying_them(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(sqlite_url)
+    tokens = Tokens(settings)
+    with TestClient(create_app(settings)) as client:
+        patient = World(client, tokens).patient()
+        response = client.post(
+            f"/v1/patients/{patient['id']}/reports",
+            json=report_body({"fatigue": 1}),
+            headers=tokens.patient(patient["id"]),
+        )
+        assert response.status_code == 201, response.text
+        key = response.json()["client_report_id"]
+        # The service's connections never checkpoint; its background task does, every second.
+        autocheckpoint = client.portal.call(_autocheckpoint, client.app)  # type: ignore[union-attr]
+        assert autocheckpoint == 0
+        deadline = time.monotonic() + 5
+        while not _in_database_file(tmp_path / "writers.db", key):
+            assert time.monotonic() < deadline, "the WAL was not checkpointed"
+            time.sleep(0.1)
+
+
+async def _autocheckpoint(app: object) -> int:
+    async with app.state.db.read() as session:  # type: ignore[attr-defined]
+        return int((await session.execute(text("PRAGMA wal_autocheckpoint"))).scalar_one())
