@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,6 +31,15 @@ def sqlite_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'writers.db'}"
     upgrade(url)
     return url
+
+
+@pytest.fixture
+def served(sqlite_url: str) -> Iterator[tuple[TestClient, Tokens, dict[str, Any]]]:
+    """The service on that database, with a patient on aldesleukin."""
+    settings = make_settings(sqlite_url)
+    tokens = Tokens(settings)
+    with TestClient(create_app(settings)) as client:
+        yield client, tokens, World(client, tokens).patient(drugs=("aldesleukin",))
 
 
 @pytest.fixture
@@ -50,34 +60,31 @@ def _free(fd: int) -> bool:
 
 
 def test_a_report_waits_for_another_workers_writer_then_is_stored(
-    sqlite_url: str, held_elsewhere: int
+    served: tuple[TestClient, Tokens, dict[str, Any]], held_elsewhere: int
 ) -> None:
-    settings = make_settings(sqlite_url)
-    tokens = Tokens(settings)
-    with TestClient(create_app(settings)) as client:
-        patient = World(client, tokens).patient(drugs=("aldesleukin",))
-        path = f"/v1/patients/{patient['id']}/reports"
-        headers = tokens.patient(patient["id"])
+    client, tokens, patient = served
+    path = f"/v1/patients/{patient['id']}/reports"
+    headers = tokens.patient(patient["id"])
 
-        async def scenario() -> tuple[bool, httpx.Response]:
-            transport = httpx.ASGITransport(client.app)  # type: ignore[arg-type]
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-                fcntl.flock(held_elsewhere, fcntl.LOCK_EX)  # the other worker is writing
-                sent = asyncio.create_task(
-                    http.post(path, json=report_body({"fever": 3}), headers=headers)
-                )
-                await asyncio.sleep(0.5)
-                waited = not sent.done()
-                fcntl.flock(held_elsewhere, fcntl.LOCK_UN)
-                return waited, await asyncio.wait_for(sent, 5)
+    async def scenario() -> tuple[bool, httpx.Response]:
+        transport = httpx.ASGITransport(client.app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            fcntl.flock(held_elsewhere, fcntl.LOCK_EX)  # the other worker is writing
+            sent = asyncio.create_task(
+                http.post(path, json=report_body({"fever": 3}), headers=headers)
+            )
+            await asyncio.sleep(0.5)
+            waited = not sent.done()
+            fcntl.flock(held_elsewhere, fcntl.LOCK_UN)
+            return waited, await asyncio.wait_for(sent, 5)
 
-        waited, response = client.portal.call(scenario)  # type: ignore[union-attr]
-        assert waited
-        assert response.status_code == 201, response.text
-        history = client.get(path, headers=tokens.admin()).json()["items"]
-        assert [r["client_report_id"] for r in history] == [response.json()["client_report_id"]]
-        # Released after the commit: the other worker can write again.
-        assert _free(held_elsewhere)
+    waited, response = client.portal.call(scenario)  # type: ignore[union-attr]
+    assert waited
+    assert response.status_code == 201, response.text
+    history = client.get(path, headers=tokens.admin()).json()["items"]
+    assert [r["client_report_id"] for r in history] == [response.json()["client_report_id"]]
+    # Released after the commit: the other worker can write again.
+    assert _free(held_elsewhere)
 
 
 def test_a_writer_cancelled_while_waiting_leaves_the_lock_free(
@@ -121,26 +128,23 @@ def _in_database_file(path: Path, client_report_id: str) -> bool:
 
 
 def test_stored_reports_reach_the_database_file_without_a_commit_copying_them(
-    sqlite_url: str, tmp_path: Path
+    served: tuple[TestClient, Tokens, dict[str, Any]], tmp_path: Path
 ) -> None:
-    settings = make_settings(sqlite_url)
-    tokens = Tokens(settings)
-    with TestClient(create_app(settings)) as client:
-        patient = World(client, tokens).patient()
-        response = client.post(
-            f"/v1/patients/{patient['id']}/reports",
-            json=report_body({"fatigue": 1}),
-            headers=tokens.patient(patient["id"]),
-        )
-        assert response.status_code == 201, response.text
-        key = response.json()["client_report_id"]
-        # The service's connections never checkpoint; its background task does, every second.
-        autocheckpoint = client.portal.call(_autocheckpoint, client.app)  # type: ignore[union-attr]
-        assert autocheckpoint == 0
-        deadline = time.monotonic() + 5
-        while not _in_database_file(tmp_path / "writers.db", key):
-            assert time.monotonic() < deadline, "the WAL was not checkpointed"
-            time.sleep(0.1)
+    client, tokens, patient = served
+    response = client.post(
+        f"/v1/patients/{patient['id']}/reports",
+        json=report_body({"fatigue": 1}),
+        headers=tokens.patient(patient["id"]),
+    )
+    assert response.status_code == 201, response.text
+    key = response.json()["client_report_id"]
+    # The service's connections never checkpoint; its background task does, every second.
+    autocheckpoint = client.portal.call(_autocheckpoint, client.app)  # type: ignore[union-attr]
+    assert autocheckpoint == 0
+    deadline = time.monotonic() + 5
+    while not _in_database_file(tmp_path / "writers.db", key):
+        assert time.monotonic() < deadline, "the WAL was not checkpointed"
+        time.sleep(0.1)
 
 
 async def _autocheckpoint(app: object) -> int:
