@@ -187,8 +187,8 @@ async def _checkpoint_every(path: str, seconds: float) -> None:
         await anyio.sleep(seconds)
         try:
             await anyio.to_thread.run_sync(_checkpoint, path)
-        except sqlite3.Error as exc:
-            log.warning("WAL checkpoint failed: %s", exc)
+        except Exception as exc:  # the next one may succeed; the writers do not depend on it
+            log.warning("WAL checkpoint failed: %s", type(exc).__name__)
 
 
 def _checkpoint(path: str) -> None:
@@ -301,7 +301,7 @@ class Database:
         self.gate = anyio.CapacityLimiter(capacity)
         # SQLite has one writer at a time: this process's writers queue here, in order, instead
         # of each holding a connection (and a place at the gate) while SQLite's busy handler
-        # polls for the lock. Writers of other processes still meet at BEGIN IMMEDIATE.
+        # polls for the lock. Writers of other processes queue at the WriterFileLock.
         self._sqlite_writer = anyio.Lock() if self.dialect == "sqlite" and bind is None else None
         path = self.engine.url.database
         on_file = self._sqlite_writer is not None and bool(path) and path != ":memory:"
@@ -380,10 +380,8 @@ class Database:
             raise PoolTimeoutError(f"no connection free within {self.timeout:g} s") from None
         try:
             # Other processes' writers: waited for as long as SQLite's busy timeout would.
-            if lock is not None and self._file_lock is not None:
-                async with self._file_lock.held():
-                    yield
-            else:
+            others = self._file_lock if lock is not None else None
+            async with others.held() if others is not None else contextlib.nullcontext():
                 yield
         finally:
             self.gate.release()
