@@ -499,10 +499,13 @@ async def _store_new(
         ]
         for start in sorted(course_starts(therapy_lists[pid], weighed, catalog.baseline_drugs)):
             courses.append((pid, start, last[pid]))
-    if courses:
-        # A weight can be both one course's pre-dose weight and another's first.
-        for pid, at, weight in set(await conn.execute(_course_weights(courses))):
-            histories[pid].add_weight(weight, at)
+    # A set: a weight can be both one course's pre-dose weight and another's first. SQLite
+    # allows 500 terms in a compound SELECT: a statement per 100 courses (one, mostly).
+    weights: set[Any] = set()
+    for i in range(0, len(courses), 100):
+        weights.update(await conn.execute(_course_weights(courses[i : i + 100])))
+    for pid, at, weight in weights:
+        histories[pid].add_weight(weight, at)
 
     outcomes: list[Outcome] = []
     raised: list[tuple[uuid.UUID, str, uuid.UUID, Sequence[engine.Finding]]] = []
