@@ -199,7 +199,7 @@ async def _load_patients(
                 ):
                     continue
                 begin = datetime.combine(started, datetime.min.time(), since.tzinfo)
-                begin -= timedelta(days=engine.PRE_DOSE_DAYS)
+                begin -= engine.PRE_DOSE
                 starts[pid] = min(starts.get(pid, begin), begin)
     if starts:
         params = {"ids": list(starts), "from": min(starts.values()), "since": since}

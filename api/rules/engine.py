@@ -254,20 +254,17 @@ def course_baseline(
         if first_day is not None:
             start = datetime.combine(first_day, time.min, at.tzinfo)
     weights = context.weights  # oldest first: found by bisection, not by a scan
-    if start is not None:
-        before_start = bisect.bisect_left(weights, start, key=time_of)
-        if before_start and weights[before_start - 1].recorded_at >= start - PRE_DOSE:
-            # Of the weights reported at that latest time, the first (as max() would take).
-            latest_at = weights[before_start - 1].recorded_at
-            latest = weights[bisect.bisect_left(weights, latest_at, key=time_of)]
-            return Baseline(latest.kg, "pre_dose", latest.recorded_at)
+    # Where the course's weights begin: the pre-dose weight is just before, the first just at.
+    course = 0 if start is None else bisect.bisect_left(weights, start, key=time_of)
+    if start is not None and course and weights[course - 1].recorded_at >= start - PRE_DOSE:
+        # Of the weights reported at that latest time, the first (as max() would take).
+        latest = weights[bisect.bisect_left(weights, weights[course - 1].recorded_at, key=time_of)]
+        return Baseline(latest.kg, "pre_dose", latest.recorded_at)
     if context.baseline_weight_kg is not None:
         return Baseline(context.baseline_weight_kg, "recorded")
-    if start is not None:
-        first_index = bisect.bisect_left(weights, start, key=time_of)
-        if first_index < len(weights) and weights[first_index].recorded_at < at:
-            first = weights[first_index]
-            return Baseline(first.kg, "first_in_course", first.recorded_at)
+    if start is not None and course < len(weights) and weights[course].recorded_at < at:
+        first = weights[course]
+        return Baseline(first.kg, "first_in_course", first.recorded_at)
     return None
 
 
