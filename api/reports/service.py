@@ -3,19 +3,21 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import (
-    CompoundSelect,
-    RowMapping,
+    Select,
     Uuid,
     bindparam,
+    cast,
     func,
     insert,
+    literal_column,
+    null,
     select,
     tuple_,
     union_all,
@@ -57,7 +59,8 @@ CONFLICT = "This client_report_id was already used for a different report"
 EARLIEST_REPORT = timedelta(days=366)
 
 # The ingest path's statements are built once: building a statement costs about as much Python
-# as executing it. Each serves every patient of a group of reports at once.
+# as executing it. Each serves every patient of a group of reports at once, and a group reads
+# in two round trips: the lock (with the therapies), then its context (``_context_query``).
 _patient_ids = bindparam("patient_ids", type_=Uuid, expanding=True)
 _lock = (
     select(
@@ -65,12 +68,12 @@ _lock = (
         patients.c.care_team,
         patients.c.baseline_weight_kg,
         patients.c.created_at,
-        select(func.min(therapies.c.started_on))
-        .where(therapies.c.patient_id == patients.c.id)
-        .scalar_subquery()
-        .label("first_therapy"),
+        therapies.c.drug_code,
+        therapies.c.started_on,
+        therapies.c.ended_on,
         catalog_revision().label("revision"),
     )
+    .select_from(patients.outerjoin(therapies, therapies.c.patient_id == patients.c.id))
     .where(patients.c.id.in_(_patient_ids))
     # One lock order for every transaction: two groups that share patients cannot deadlock.
     .order_by(patients.c.id)
@@ -79,24 +82,49 @@ _lock = (
 # The same, passing over patients another group holds: their reports wait for a later group
 # instead of holding up this one (two workers' groups often share a patient).
 _lock_free = _lock.with_for_update(of=patients, skip_locked=True)
+
+# The context statement's rows: one layout for its three kinds, each filling its own columns.
+STORED, GRADE, WEIGHT = 0, 1, 2
+_LAYOUT = {
+    "patient_id": reports.c.patient_id.type,
+    "at": reports.c.recorded_at.type,
+    "code": report_symptoms.c.symptom_code.type,  # a grade's symptom, a stored body's hash
+    "severity": reports.c.advice_severity.type,
+    "grade": report_symptoms.c.grade.type,
+    "kg": reports.c.weight_kg.type,
+    "client_report_id": reports.c.client_report_id.type,
+    "report_id": reports.c.id.type,
+}
+
+
+def _context_row(kind: int, **columns: Any) -> list[Any]:
+    return [
+        literal_column(str(kind)).label("kind"),
+        *(
+            (columns[name] if name in columns else cast(null(), type_)).label(name)
+            for name, type_ in _LAYOUT.items()
+        ),
+    ]
+
+
 # Read after the lock, never in the same statement: a statement that waited for the lock still
 # sees the snapshot it started with, without the report the lock holder just stored.
 _stored = select(
-    reports.c.patient_id,
-    reports.c.client_report_id,
-    reports.c.id.label("report_id"),
-    reports.c.body_hash,
-    reports.c.advice_severity,
+    *_context_row(
+        STORED,
+        patient_id=reports.c.patient_id,
+        code=reports.c.body_hash,
+        severity=reports.c.advice_severity,
+        client_report_id=reports.c.client_report_id,
+        report_id=reports.c.id,
+    )
 ).where(
     reports.c.patient_id.in_(_patient_ids),
     reports.c.client_report_id.in_(bindparam("keys", expanding=True)),
 )
-_therapies = select(
-    therapies.c.patient_id, therapies.c.drug_code, therapies.c.started_on, therapies.c.ended_on
-).where(therapies.c.patient_id.in_(_patient_ids))
 
 
-def _grades_query() -> CompoundSelect:
+def _grades_query() -> tuple[Select[Any], Select[Any]]:
     """Grades the trend rules may look back to, for reports recorded in [first, last].
 
     Only the group's own symptoms (``codes``): the trend rules compare nothing else. Before
@@ -110,17 +138,21 @@ def _grades_query() -> CompoundSelect:
         reports.c.patient_id.in_(_patient_ids),
         report_symptoms.c.symptom_code.in_(bindparam("codes", expanding=True)),
     )
-    columns = (reports.c.patient_id, report_symptoms.c.symptom_code, report_symptoms.c.grade)
-    return union_all(
-        select(func.max(reports.c.recorded_at), *columns)
+    columns = {
+        "patient_id": reports.c.patient_id,
+        "code": report_symptoms.c.symptom_code,
+        "grade": report_symptoms.c.grade,
+    }
+    return (
+        select(*_context_row(GRADE, at=func.max(reports.c.recorded_at), **columns))
         .select_from(graded)
         .where(
             *mine,
             reports.c.recorded_at >= bindparam("since"),
             reports.c.recorded_at < bindparam("first"),
         )
-        .group_by(*columns),
-        select(reports.c.recorded_at, *columns)
+        .group_by(*columns.values()),
+        select(*_context_row(GRADE, at=reports.c.recorded_at, **columns))
         .select_from(graded)
         .where(
             *mine,
@@ -136,7 +168,7 @@ _weighed = select(reports.c.patient_id, reports.c.recorded_at, reports.c.weight_
 )
 
 
-def _course_weights(courses: Sequence[tuple[uuid.UUID, datetime, datetime]]) -> CompoundSelect:
+def _course_weights(courses: Sequence[tuple[uuid.UUID, datetime, datetime]]) -> list[Select[Any]]:
     """The weights a course baseline can rest on, for each (patient, course start, end of the
     patient's reports): the latest of the 7 days before the course and the first in it.
 
@@ -148,8 +180,24 @@ def _course_weights(courses: Sequence[tuple[uuid.UUID, datetime, datetime]]) -> 
         mine = _weighed.where(reports.c.patient_id == patient_id)
         pre_dose = mine.where(at >= start - engine.PRE_DOSE, at < start).order_by(at.desc())
         first = mine.where(at >= start, at < end).order_by(at)
-        found += [select(pre_dose.limit(1).subquery()), select(first.limit(1).subquery())]
-    return union_all(*found)
+        for weight in (pre_dose.limit(1).subquery(), first.limit(1).subquery()):
+            found.append(
+                select(
+                    *_context_row(
+                        WEIGHT,
+                        patient_id=weight.c.patient_id,
+                        at=weight.c.recorded_at,
+                        kg=weight.c.weight_kg,
+                    )
+                )
+            )
+    return found
+
+
+# SQLite allows 500 terms in a compound SELECT: the stored keys and grades take three, each
+# course two. More courses than this (a hundred reports of patients on many drugs) take another
+# statement.
+COURSES_PER_STATEMENT = 200
 
 
 _insert_reports = insert(Report)
@@ -220,7 +268,7 @@ class _Known:
 
     digest: str
     report_id: uuid.UUID
-    stored: RowMapping | None = None  # its row, if stored before this transaction
+    stored: Mapping[str, Any] | None = None  # its row, if stored before this transaction
 
 
 @dataclass(slots=True)
@@ -235,7 +283,7 @@ class _Fresh:
 class _PatientPart:
     """One patient's share of a group."""
 
-    row: RowMapping
+    row: Mapping[str, Any]
     known: dict[uuid.UUID, _Known]
     fresh: list[_Fresh] = field(default_factory=list)
 
@@ -277,25 +325,49 @@ async def write_group(
 
     ids = sorted({job.patient_id for job in jobs})
     lock = _lock_free if skip_locked else _lock
-    rows = {row["id"]: row for row in (await conn.execute(lock, {"patient_ids": ids})).mappings()}
+    rows: dict[uuid.UUID, dict[str, Any]] = {}
+    held: dict[uuid.UUID, list[tuple[str, date, date | None]]] = {}
+    revision = None
+    for found in await conn.execute(lock, {"patient_ids": ids}):
+        pid, team, baseline, created, drug, started, ended, revision = found
+        patient = rows.setdefault(
+            pid,
+            {
+                "id": pid,
+                "care_team": team,
+                "baseline_weight_kg": baseline,
+                "created_at": created,
+                "first_therapy": None,
+            },
+        )
+        if drug is not None:
+            held.setdefault(pid, []).append((drug, started, ended))
+            if patient["first_therapy"] is None or started < patient["first_therapy"]:
+                patient["first_therapy"] = started
 
     def missing() -> Answer:
         return DEFERRED if skip_locked else NotFound("No such patient")
 
-    keys = sorted({body.client_report_id for items in parsed for _, body, _ in items})
-    known: dict[uuid.UUID, dict[uuid.UUID, _Known]] = {pid: {} for pid in rows}
-    if rows and keys:
-        params = {"patient_ids": list(rows), "keys": keys}
-        for found in (await conn.execute(_stored, params)).mappings():
-            known[found["patient_id"]][found["client_report_id"]] = _Known(
-                found["body_hash"], found["report_id"], found
-            )
     if not rows:
         return [missing() for _ in jobs], []
-    catalog = await evaluation_catalog(session, next(iter(rows.values()))["revision"])
+    catalog = await evaluation_catalog(session, revision)
+    therapy_lists = {
+        pid: [
+            engine.Therapy(
+                drug_code=drug,
+                drug_class=catalog.drug_classes.get(drug, ""),
+                started_on=started,
+                ended_on=ended,
+            )
+            for drug, started, ended in held.get(pid, ())
+        ]
+        for pid in rows
+    }
 
-    parts: dict[uuid.UUID, _PatientPart] = {}
-    order = 0
+    # Each job's own problems, found with its patient's row; what is left may be stored.
+    problems: dict[int, Invalid] = {}
+    valid_items: dict[int, list[tuple[int, ReportCreate, str]]] = {}
+    candidates: dict[uuid.UUID, list[ReportCreate]] = {}
     for j, job in enumerate(jobs):
         row = rows.get(job.patient_id)
         if row is None:
@@ -304,17 +376,43 @@ async def write_group(
         if not can_see_patient(job.principal, row["id"], row["care_team"]):
             answers[j] = NotFound("No such patient")
             continue
-        part = parts.setdefault(job.patient_id, _PatientPart(row, known[job.patient_id]))
+        storable = candidates.setdefault(job.patient_id, [])
+        if isinstance(job, Single):
+            try:
+                _check_codes(job.body, catalog)
+                _check_date(job.body, row)
+                storable.append(job.body)
+            except Invalid as exc:
+                problems[j] = exc
+            continue
+        valid = valid_items[j] = []
+        for i, body, digest in parsed[j]:
+            try:
+                _check_codes(body, catalog, loc=())
+                _check_date(body, row, loc=())
+            except Invalid as exc:
+                batch_results[j][i] = _rejected(_key_of(job.items[i]), exc.errors or [])
+                continue
+            valid.append((i, body, digest))
+            storable.append(body)
+
+    known, histories = await _read_context(conn, catalog, parsed, jobs, candidates, therapy_lists)
+
+    parts: dict[uuid.UUID, _PatientPart] = {}
+    order = 0
+    for j, job in enumerate(jobs):
+        if answers[j] is not None:
+            continue
+        part = parts.setdefault(
+            job.patient_id, _PatientPart(rows[job.patient_id], known[job.patient_id])
+        )
         if isinstance(job, Single):
             [(_, body, digest)] = parsed[j]
             if (seen := part.known.get(body.client_report_id)) is not None:
                 answers[j] = seen if seen.digest == digest else Conflict(CONFLICT)
                 continue
-            try:
-                _check_codes(body, catalog)
-                _check_date(body, row)
-            except Invalid as exc:
-                answers[j] = exc
+            if j in problems:
+                answers[j] = problems[j]
                 continue
             fresh = _Fresh(uuid.uuid4(), body, digest, order := order + 1)
             part.known[body.client_report_id] = _Known(digest, fresh.report_id)
@@ -322,18 +420,10 @@ async def write_group(
             answers[j] = fresh
             continue
         results = batch_results[j]
-        valid = []
-        for i, body, digest in parsed[j]:
-            try:
-                _check_codes(body, catalog, loc=())
-                _check_date(body, row, loc=())
-            except Invalid as exc:
-                results[i] = _rejected(_key_of(job.items[i]), exc.errors or [])
-                continue
-            valid.append((i, body, digest))
         # Trend rules must see history as it happened, whatever order the phone sent it in.
-        valid.sort(key=lambda item: (item[1].recorded_at, item[0]))
-        for i, body, digest in valid:
+        for i, body, digest in sorted(
+            valid_items[j], key=lambda item: (item[1].recorded_at, item[0])
+        ):
             key = body.client_report_id
             if (seen := part.known.get(key)) is not None:
                 results[i] = (
@@ -353,7 +443,9 @@ async def write_group(
         answers[j] = [r for r in results if r is not None]
 
     now = utcnow()
-    outcomes, events = await _store_new(conn, catalog, list(parts.values()), now)
+    outcomes, events = await _store_new(
+        conn, catalog, list(parts.values()), therapy_lists, histories, now
+    )
     by_id = {o.report_id: o for o in outcomes}
     audit: list[dict[str, Any]] = []
     for j, job in enumerate(jobs):
@@ -416,7 +508,9 @@ def _check_codes(
         raise Invalid(errors)
 
 
-def _check_date(body: ReportCreate, patient: RowMapping, loc: tuple[str, ...] = ("body",)) -> None:
+def _check_date(
+    body: ReportCreate, patient: Mapping[str, Any], loc: tuple[str, ...] = ("body",)
+) -> None:
     start = patient["created_at"].date()
     if patient["first_therapy"] is not None:
         start = min(start, patient["first_therapy"])
@@ -434,7 +528,7 @@ def _check_date(body: ReportCreate, patient: RowMapping, loc: tuple[str, ...] = 
 
 
 async def _replay(
-    session: AsyncSession, catalog: EvaluationCatalog, found: RowMapping
+    session: AsyncSession, catalog: EvaluationCatalog, found: Mapping[str, Any]
 ) -> ReportCreated:
     report = await read_report(session, found["report_id"])
     alerts = await alerts_of_report(session, found["report_id"])
@@ -445,67 +539,108 @@ async def _replay(
     )
 
 
+async def _read_context(
+    conn: AsyncConnection,
+    catalog: EvaluationCatalog,
+    parsed: list[list[tuple[int, ReportCreate, str]]],
+    jobs: Sequence[Job],
+    candidates: dict[uuid.UUID, list[ReportCreate]],
+    therapy_lists: dict[uuid.UUID, list[engine.Therapy]],
+) -> tuple[dict[uuid.UUID, dict[uuid.UUID, _Known]], dict[uuid.UUID, History]]:
+    """What the group's patients already have, in one round trip: the reports stored under the
+    group's keys, and for the reports that may be stored, the grades their trend rules look
+    back to and the weights their course baselines rest on.
+
+    Read for every report that passed its checks, before the stored keys tell which are
+    retries: a retry only widens what is read.
+    """
+    known: dict[uuid.UUID, dict[uuid.UUID, _Known]] = {pid: {} for pid in candidates}
+    histories = {pid: History() for pid in candidates}
+    keys = sorted(
+        {
+            body.client_report_id
+            for job, items in zip(jobs, parsed, strict=True)
+            if job.patient_id in candidates
+            for _, body, _ in items
+        }
+    )
+    if not keys:
+        return known, histories
+    ids = sorted(candidates)
+    params: dict[str, Any] = {"patient_ids": ids, "keys": keys}
+    parts: list[Select[Any]] = [_stored]
+
+    # Each patient's reports fall in [first, last]; what its trend rules need starts at since.
+    bodies = {pid: found for pid, found in candidates.items() if found}
+    first = {pid: min(b.recorded_at for b in found) for pid, found in bodies.items()}
+    last = {pid: max(b.recorded_at for b in found) for pid, found in bodies.items()}
+    window = catalog.history_window
+    since = {pid: at - window for pid, at in first.items()}
+    codes = sorted({s.code for found in bodies.values() for b in found for s in b.symptoms})
+    if window and codes:
+        parts += _grades
+        params |= {
+            "codes": codes,
+            "since": min(since.values()),
+            "first": min(first.values()),
+            "last": max(last.values()),
+        }
+    courses = [
+        (pid, start, last[pid])
+        for pid, found in bodies.items()
+        for start in sorted(
+            course_starts(
+                therapy_lists[pid],
+                (b.recorded_at for b in found if b.vitals and b.vitals.weight_kg),
+                catalog.baseline_drugs,
+            )
+        )
+    ]
+    statements = [union_all(*parts, *_course_weights(courses[:COURSES_PER_STATEMENT]))]
+    statements += [
+        union_all(*_course_weights(courses[i : i + COURSES_PER_STATEMENT]))
+        for i in range(COURSES_PER_STATEMENT, len(courses), COURSES_PER_STATEMENT)
+    ]
+    # A set: a weight can be both one course's pre-dose weight and another's first.
+    weights: set[tuple[uuid.UUID, datetime, float]] = set()
+    for statement in statements:
+        for kind, pid, at, code, severity, grade, kg, key, report_id in await conn.execute(
+            statement, params
+        ):
+            if kind == STORED:
+                stored = {"report_id": report_id, "advice_severity": severity}
+                known[pid][key] = _Known(code, report_id, stored)
+            elif kind == GRADE:
+                if since[pid] <= at < last[pid]:
+                    histories[pid].add_grade(code, grade, at)
+            else:
+                weights.add((pid, at, kg))
+    for pid, at, kg in weights:
+        histories[pid].add_weight(kg, at)
+    return known, histories
+
+
 async def _store_new(
-    conn: AsyncConnection, catalog: EvaluationCatalog, parts: list[_PatientPart], now: datetime
+    conn: AsyncConnection,
+    catalog: EvaluationCatalog,
+    parts: list[_PatientPart],
+    therapy_lists: dict[uuid.UUID, list[engine.Therapy]],
+    histories: dict[uuid.UUID, History],
+    now: datetime,
 ) -> tuple[list[Outcome], list[dict[str, Any]]]:
     """Evaluate and insert the new reports of every patient, with their alerts; the reports
     stored and the alert events to write.
 
-    The patients' context is read once for all of them (therapies, the grades in the trend
-    rules' look-back, weights where a baseline must be found), each report is evaluated against
-    its patient's context plus the patient's reports before it, and every table gets one
-    statement: a few round trips for 1 report or 100, of one patient or many.
+    Each report is evaluated against its patient's context plus the patient's reports before
+    it, and every table gets one statement: a few round trips for 1 report or 100, of one
+    patient or many.
     """
     parts = [part for part in parts if part.fresh]
     if not parts:
         return [], []
     for part in parts:
         part.fresh.sort(key=lambda f: (f.body.recorded_at, f.order))
-    ids = [part.row["id"] for part in parts]
-    therapy_lists: dict[uuid.UUID, list[engine.Therapy]] = {pid: [] for pid in ids}
-    for row in await conn.execute(_therapies, {"patient_ids": ids}):
-        therapy_lists[row.patient_id].append(
-            engine.Therapy(
-                drug_code=row.drug_code,
-                drug_class=catalog.drug_classes.get(row.drug_code, ""),
-                started_on=row.started_on,
-                ended_on=row.ended_on,
-            )
-        )
     window = catalog.history_window
-    # Each patient's reports fall in [first, last]; what its trend rules and baselines need
-    # starts at ``since`` (grades) and ``weighed_since`` (weights).
-    first = {part.row["id"]: part.fresh[0].body.recorded_at for part in parts}
-    last = {part.row["id"]: max(f.body.recorded_at for f in part.fresh) for part in parts}
-    histories = {pid: History() for pid in ids}
-    codes = sorted({s.code for part in parts for f in part.fresh for s in f.body.symptoms})
-    if window and codes:
-        since = {pid: at - window for pid, at in first.items()}
-        params = {
-            "patient_ids": ids,
-            "codes": codes,
-            "since": min(since.values()),
-            "first": min(first.values()),
-            "last": max(last.values()),
-        }
-        for at, pid, code, grade in await conn.execute(_grades, params):
-            if since[pid] <= at < last[pid]:
-                histories[pid].add_grade(code, grade, at)
-    courses = []
-    for part in parts:
-        pid = part.row["id"]
-        weighed = [
-            f.body.recorded_at for f in part.fresh if f.body.vitals and f.body.vitals.weight_kg
-        ]
-        for start in sorted(course_starts(therapy_lists[pid], weighed, catalog.baseline_drugs)):
-            courses.append((pid, start, last[pid]))
-    # A set: a weight can be both one course's pre-dose weight and another's first. SQLite
-    # allows 500 terms in a compound SELECT: a statement per 100 courses (one, mostly).
-    weights: set[Any] = set()
-    for i in range(0, len(courses), 100):
-        weights.update(await conn.execute(_course_weights(courses[i : i + 100])))
-    for pid, at, weight in weights:
-        histories[pid].add_weight(weight, at)
 
     outcomes: list[Outcome] = []
     raised: list[tuple[uuid.UUID, str, uuid.UUID, Sequence[engine.Finding]]] = []
