@@ -24,7 +24,7 @@ from api.types import Timestamp
 router = APIRouter(prefix="/v1/patients", tags=["reports"], responses=PROBLEM_RESPONSES)
 
 
-def _writer(request: Request) -> GroupWriter:
+async def _writer(request: Request) -> GroupWriter:  # async: a sync one runs in a thread
     writer: GroupWriter = request.app.state.report_writer
     return writer
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
@@ -10,6 +11,7 @@ from typing import Any, ClassVar
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import (
+    CompoundSelect,
     Select,
     Uuid,
     bindparam,
@@ -168,29 +170,25 @@ _weighed = select(reports.c.patient_id, reports.c.recorded_at, reports.c.weight_
 )
 
 
-def _course_weights(courses: Sequence[tuple[uuid.UUID, datetime, datetime]]) -> list[Select[Any]]:
-    """The weights a course baseline can rest on, for each (patient, course start, end of the
-    patient's reports): the latest of the 7 days before the course and the first in it.
+def _course_weights(course: int) -> list[Select[Any]]:
+    """The weights a course baseline can rest on, for the ``course``-th (patient, course start,
+    end of the patient's reports) of a statement: the latest of the 7 days before the course
+    and the first in it.
 
     Two rows a course, however long the course and however often the patient weighs in.
     """
     at = reports.c.recorded_at
+    mine = _weighed.where(reports.c.patient_id == bindparam(f"patient_{course}", type_=Uuid))
+    start = bindparam(f"start_{course}", type_=at.type)
+    pre_dose = mine.where(at >= bindparam(f"pre_dose_{course}", type_=at.type), at < start)
+    first = mine.where(at >= start, at < bindparam(f"end_{course}", type_=at.type))
     found = []
-    for patient_id, start, end in courses:
-        mine = _weighed.where(reports.c.patient_id == patient_id)
-        pre_dose = mine.where(at >= start - engine.PRE_DOSE, at < start).order_by(at.desc())
-        first = mine.where(at >= start, at < end).order_by(at)
-        for weight in (pre_dose.limit(1).subquery(), first.limit(1).subquery()):
-            found.append(
-                select(
-                    *_context_row(
-                        WEIGHT,
-                        patient_id=weight.c.patient_id,
-                        at=weight.c.recorded_at,
-                        kg=weight.c.weight_kg,
-                    )
-                )
-            )
+    for weight in (
+        pre_dose.order_by(at.desc()).limit(1).subquery(),
+        first.order_by(at).limit(1).subquery(),
+    ):
+        columns = {"patient_id": weight.c.patient_id, "at": weight.c.recorded_at}
+        found.append(select(*_context_row(WEIGHT, kg=weight.c.weight_kg, **columns)))
     return found
 
 
@@ -198,6 +196,28 @@ def _course_weights(courses: Sequence[tuple[uuid.UUID, datetime, datetime]]) -> 
 # course two. More courses than this (a hundred reports of patients on many drugs) take another
 # statement.
 COURSES_PER_STATEMENT = 200
+
+
+@functools.cache
+def _context_query(keys: bool, grades: bool, courses: int) -> Select[Any] | CompoundSelect:
+    """The context statement of a group of this shape, built once: building and caching a
+    statement of this size costs several times what executing it does."""
+    parts = [_stored] if keys else []
+    parts += _grades if grades else []
+    parts += [weight for course in range(courses) for weight in _course_weights(course)]
+    return parts[0] if len(parts) == 1 else union_all(*parts)
+
+
+def _course_params(courses: Sequence[tuple[uuid.UUID, datetime, datetime]]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for i, (patient_id, start, end) in enumerate(courses):
+        params |= {
+            f"patient_{i}": patient_id,
+            f"start_{i}": start,
+            f"pre_dose_{i}": start - engine.PRE_DOSE,
+            f"end_{i}": end,
+        }
+    return params
 
 
 _insert_reports = insert(Report)
@@ -568,7 +588,6 @@ async def _read_context(
         return known, histories
     ids = sorted(candidates)
     params: dict[str, Any] = {"patient_ids": ids, "keys": keys}
-    parts: list[Select[Any]] = [_stored]
 
     # Each patient's reports fall in [first, last]; what its trend rules need starts at since.
     bodies = {pid: found for pid, found in candidates.items() if found}
@@ -577,8 +596,7 @@ async def _read_context(
     window = catalog.history_window
     since = {pid: at - window for pid, at in first.items()}
     codes = sorted({s.code for found in bodies.values() for b in found for s in b.symptoms})
-    if window and codes:
-        parts += _grades
+    if grades := bool(window and codes):
         params |= {
             "codes": codes,
             "since": min(since.values()),
@@ -596,16 +614,16 @@ async def _read_context(
             )
         )
     ]
-    statements = [union_all(*parts, *_course_weights(courses[:COURSES_PER_STATEMENT]))]
-    statements += [
-        union_all(*_course_weights(courses[i : i + COURSES_PER_STATEMENT]))
-        for i in range(COURSES_PER_STATEMENT, len(courses), COURSES_PER_STATEMENT)
-    ]
+    shown = courses[:COURSES_PER_STATEMENT]
+    statements = [(_context_query(True, grades, len(shown)), params | _course_params(shown))]
+    for i in range(COURSES_PER_STATEMENT, len(courses), COURSES_PER_STATEMENT):
+        more = courses[i : i + COURSES_PER_STATEMENT]
+        statements.append((_context_query(False, False, len(more)), _course_params(more)))
     # A set: a weight can be both one course's pre-dose weight and another's first.
     weights: set[tuple[uuid.UUID, datetime, float]] = set()
-    for statement in statements:
+    for statement, values in statements:
         for kind, pid, at, code, severity, grade, kg, key, report_id in await conn.execute(
-            statement, params
+            statement, values
         ):
             if kind == STORED:
                 stored = {"report_id": report_id, "advice_severity": severity}

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 
+from api.reports import service
 from api.reports.models import Report
 from tests.conftest import Tokens, World, db_execute, report_body
 from tests.live_server import live_server
@@ -393,6 +394,40 @@ def test_a_batch_costs_the_same_queries_for_one_report_or_many(
     one, many = send(1), send(40)
     assert one == many, (one, many)
     assert 8 <= many <= 12, many
+
+
+def test_course_baselines_read_in_several_statements_are_all_found(
+    world: World, client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite bounds a compound SELECT: past COURSES_PER_STATEMENT courses, the weights come
+    in more statements. Here one course a statement, for a batch over two courses."""
+    monkeypatch.setattr(service, "COURSES_PER_STATEMENT", 1)
+    patient = world.patient()
+    now = datetime.now(UTC)
+    day = now.date()
+    world.therapy(
+        patient["id"], "aldesleukin", str(day - timedelta(days=30)), str(day - timedelta(days=25))
+    )
+    world.therapy(patient["id"], "aldesleukin", str(day - timedelta(days=3)))
+    world.report(patient["id"], {"fatigue": 0}, {"weight_kg": 60}, now - timedelta(days=32))
+    world.report(patient["id"], {"fatigue": 0}, {"weight_kg": 61}, now - timedelta(days=29))
+    world.report(patient["id"], {"fatigue": 0}, {"weight_kg": 70}, now - timedelta(days=5))
+    items = [
+        report_body({"fatigue": 0}, {"weight_kg": 63.5}, recorded_at=now - timedelta(days=28)),
+        report_body({"fatigue": 0}, {"weight_kg": 74}, recorded_at=now - timedelta(hours=2)),
+    ]
+
+    results = post_batch(client, tokens, patient["id"], items)
+
+    assert [r["status"] for r in results] == ["created", "created"], results
+    headers = tokens.admin()
+    alerts = client.get(f"/v1/alerts?patient_id={patient['id']}", headers=headers).json()
+    [weight] = [a for a in alerts["items"] if a["rule_id"] == "cls-weight"]
+    events = client.get(f"/v1/alerts/{weight['id']}/events", headers=headers).json()["items"]
+    # Each report against its own course's pre-dose weight: 63.5 over 60, 74 over 70 (5.7 %
+    # each, urgent); 74 over 60 would have been an emergency.
+    mine = [r["report_id"] for r in results]
+    assert [e["severity"] for e in events if e["report_id"] in mine] == ["urgent", "urgent"], events
 
 
 def _alert_picture(client: TestClient, tokens: Tokens, patient_id: str) -> list[tuple]:
