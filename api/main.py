@@ -113,7 +113,7 @@ def create_app(
     app.add_middleware(RequestContextMiddleware)
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         """The process is running.
 
         Answers 200 while the process runs, without touching the database: for a liveness probe.

@@ -50,7 +50,7 @@ import seed as seeding  # noqa: E402
 PY = sys.executable
 PG_ADMIN_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
-WORKLOADS = ("alerts", "alerts-deep", "history", "ingest", "batch")
+WORKLOADS = ("floor", "alerts", "alerts-deep", "history", "ingest", "batch")
 # Read workloads run first, on the database as seeded; the writes (ingest adds ~1k reports/s,
 # batch far more) come after them.
 DEEP_ITEMS = 5000  # how deep into the alert queue the deep-page cursor points
@@ -861,6 +861,9 @@ def run_service(
 
         plan: list[tuple[str, int, Path, list[str]]] = []
         conns = cfg.connections
+        if "floor" in cfg.workloads:
+            for c in conns:
+                plan.append(("floor", c, BENCH / "get.lua", [str(clinician_file), "/healthz"]))
         if "alerts" in cfg.workloads:
             for c in conns:
                 plan.append(("alerts", c, BENCH / "get.lua", [str(clinician_file), "/v1/alerts"]))
