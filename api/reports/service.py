@@ -11,15 +11,18 @@ from typing import Any, ClassVar
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import (
+    ColumnElement,
     CompoundSelect,
     Select,
     Uuid,
+    and_,
     bindparam,
     cast,
     func,
     insert,
     literal_column,
     null,
+    or_,
     select,
     tuple_,
     union_all,
@@ -126,45 +129,48 @@ _stored = select(
 )
 
 
-def _grades_query() -> tuple[Select[Any], Select[Any]]:
-    """Grades the trend rules may look back to, for reports recorded in [first, last].
+def _grades(patients: int) -> list[Select[Any]]:
+    """Grades the trend rules may look back to, for each of ``patients`` patients whose reports
+    were recorded in [first, last] (bind parameters ``graded_<i>``, ``since_<i>``, ``first_<i>``,
+    ``last_<i>``).
 
     Only the group's own symptoms (``codes``): the trend rules compare nothing else. Before
     ``first``, the latest time each (symptom, grade) was reported is enough: the lowest grade
     in any window that starts after ``since`` is the lowest grade whose latest report falls in
-    it. From ``first`` on, every grade (the new reports fall in between them). ``since``,
-    ``first`` and ``last`` span the whole group; each patient keeps what its own window needs.
+    it. From ``first`` on, every grade (the new reports fall in between them).
     """
     graded = report_symptoms.join(reports, reports.c.id == report_symptoms.c.report_id)
-    mine = (
-        reports.c.patient_id.in_(_patient_ids),
-        report_symptoms.c.symptom_code.in_(bindparam("codes", expanding=True)),
-    )
+    at = reports.c.recorded_at
+
+    def spans(start: str, end: str) -> ColumnElement[bool]:
+        return or_(
+            *(
+                and_(
+                    reports.c.patient_id == bindparam(f"graded_{i}", type_=Uuid),
+                    at >= bindparam(f"{start}_{i}", type_=at.type),
+                    at < bindparam(f"{end}_{i}", type_=at.type),
+                )
+                for i in range(patients)
+            )
+        )
+
+    codes = report_symptoms.c.symptom_code.in_(bindparam("codes", expanding=True))
     columns = {
         "patient_id": reports.c.patient_id,
         "code": report_symptoms.c.symptom_code,
         "grade": report_symptoms.c.grade,
     }
-    return (
-        select(*_context_row(GRADE, at=func.max(reports.c.recorded_at), **columns))
+    return [
+        select(*_context_row(GRADE, at=func.max(at), **columns))
         .select_from(graded)
-        .where(
-            *mine,
-            reports.c.recorded_at >= bindparam("since"),
-            reports.c.recorded_at < bindparam("first"),
-        )
+        .where(codes, spans("since", "first"))
         .group_by(*columns.values()),
-        select(*_context_row(GRADE, at=reports.c.recorded_at, **columns))
+        select(*_context_row(GRADE, at=at, **columns))
         .select_from(graded)
-        .where(
-            *mine,
-            reports.c.recorded_at >= bindparam("first"),
-            reports.c.recorded_at < bindparam("last"),
-        ),
-    )
+        .where(codes, spans("first", "last")),
+    ]
 
 
-_grades = _grades_query()
 _weighed = select(reports.c.patient_id, reports.c.recorded_at, reports.c.weight_kg).where(
     reports.c.weight_kg.is_not(None)
 )
@@ -178,10 +184,10 @@ def _course_weights(course: int) -> list[Select[Any]]:
     Two rows a course, however long the course and however often the patient weighs in.
     """
     at = reports.c.recorded_at
-    mine = _weighed.where(reports.c.patient_id == bindparam(f"patient_{course}", type_=Uuid))
-    start = bindparam(f"start_{course}", type_=at.type)
+    mine = _weighed.where(reports.c.patient_id == bindparam(f"weighed_{course}", type_=Uuid))
+    start = bindparam(f"course_{course}", type_=at.type)
     pre_dose = mine.where(at >= bindparam(f"pre_dose_{course}", type_=at.type), at < start)
-    first = mine.where(at >= start, at < bindparam(f"end_{course}", type_=at.type))
+    first = mine.where(at >= start, at < bindparam(f"course_end_{course}", type_=at.type))
     found = []
     for weight in (
         pre_dose.order_by(at.desc()).limit(1).subquery(),
@@ -194,30 +200,37 @@ def _course_weights(course: int) -> list[Select[Any]]:
 
 # SQLite allows 500 terms in a compound SELECT: the stored keys and grades take three, each
 # course two. More courses than this (a hundred reports of patients on many drugs) take another
-# statement.
-COURSES_PER_STATEMENT = 200
+# statement. A power of two: see ``_slots``.
+COURSES_PER_STATEMENT = 128
 
 
-@functools.cache
-def _context_query(keys: bool, grades: bool, courses: int) -> Select[Any] | CompoundSelect:
-    """The context statement of a group of this shape, built once: building and caching a
-    statement of this size costs several times what executing it does."""
+@functools.lru_cache(maxsize=256)
+def _context_query(keys: bool, graded: int, courses: int) -> Select[Any] | CompoundSelect:
+    """The context statement of a group of this shape, built once: building a statement of
+    this size costs several times what executing it does. ``graded`` and ``courses`` are
+    powers of two (``_slots``), so that a few dozen shapes serve every group."""
     parts = [_stored] if keys else []
-    parts += _grades if grades else []
+    parts += _grades(graded) if graded else []
     parts += [weight for course in range(courses) for weight in _course_weights(course)]
     return parts[0] if len(parts) == 1 else union_all(*parts)
 
 
-def _course_params(courses: Sequence[tuple[uuid.UUID, datetime, datetime]]) -> dict[str, Any]:
+def _slots(n: int) -> int:
+    return 0 if n == 0 else 1 << (n - 1).bit_length()
+
+
+def _numbered(rows: Sequence[tuple[Any, ...]], names: tuple[str, ...]) -> dict[str, Any]:
+    """``rows`` as the bind parameters ``<name>_<i>``; the slots past them are NULL, which
+    matches nothing."""
     params: dict[str, Any] = {}
-    for i, (patient_id, start, end) in enumerate(courses):
-        params |= {
-            f"patient_{i}": patient_id,
-            f"start_{i}": start,
-            f"pre_dose_{i}": start - engine.PRE_DOSE,
-            f"end_{i}": end,
-        }
+    for i in range(_slots(len(rows))):
+        values = rows[i] if i < len(rows) else (None,) * len(names)
+        params |= {f"{name}_{i}": value for name, value in zip(names, values, strict=True)}
     return params
+
+
+_GRADED = ("graded", "since", "first", "last")
+_WEIGHED = ("weighed", "course", "pre_dose", "course_end")
 
 
 _insert_reports = insert(Report)
@@ -596,15 +609,12 @@ async def _read_context(
     window = catalog.history_window
     since = {pid: at - window for pid, at in first.items()}
     codes = sorted({s.code for found in bodies.values() for b in found for s in b.symptoms})
-    if grades := bool(window and codes):
-        params |= {
-            "codes": codes,
-            "since": min(since.values()),
-            "first": min(first.values()),
-            "last": max(last.values()),
-        }
+    graded = []
+    if window and codes:
+        params["codes"] = codes
+        graded = [(pid, since[pid], first[pid], last[pid]) for pid in bodies]
     courses = [
-        (pid, start, last[pid])
+        (pid, start, start - engine.PRE_DOSE, last[pid])
         for pid, found in bodies.items()
         for start in sorted(
             course_starts(
@@ -615,10 +625,15 @@ async def _read_context(
         )
     ]
     shown = courses[:COURSES_PER_STATEMENT]
-    statements = [(_context_query(True, grades, len(shown)), params | _course_params(shown))]
+    statements = [
+        (
+            _context_query(True, _slots(len(graded)), _slots(len(shown))),
+            params | _numbered(graded, _GRADED) | _numbered(shown, _WEIGHED),
+        )
+    ]
     for i in range(COURSES_PER_STATEMENT, len(courses), COURSES_PER_STATEMENT):
         more = courses[i : i + COURSES_PER_STATEMENT]
-        statements.append((_context_query(False, False, len(more)), _course_params(more)))
+        statements.append((_context_query(False, 0, _slots(len(more))), _numbered(more, _WEIGHED)))
     # A set: a weight can be both one course's pre-dose weight and another's first.
     weights: set[tuple[uuid.UUID, datetime, float]] = set()
     for statement, values in statements:
@@ -629,8 +644,7 @@ async def _read_context(
                 stored = {"report_id": report_id, "advice_severity": severity}
                 known[pid][key] = _Known(code, report_id, stored)
             elif kind == GRADE:
-                if since[pid] <= at < last[pid]:
-                    histories[pid].add_grade(code, grade, at)
+                histories[pid].add_grade(code, grade, at)
             else:
                 weights.add((pid, at, kg))
     for pid, at, kg in weights:
