@@ -429,7 +429,16 @@ async def write_group(
             valid.append((i, body, digest))
             storable.append(body)
 
-    known, histories = await _read_context(conn, catalog, parsed, jobs, candidates, therapy_lists)
+    # The keys of every job whose patient it may write: a retry among them is answered, not stored.
+    keys = sorted(
+        {
+            body.client_report_id
+            for job, items in zip(jobs, parsed, strict=True)
+            if job.patient_id in candidates
+            for _, body, _ in items
+        }
+    )
+    known, histories = await _read_context(conn, catalog, keys, candidates, therapy_lists)
 
     parts: dict[uuid.UUID, _PatientPart] = {}
     order = 0
@@ -575,8 +584,7 @@ async def _replay(
 async def _read_context(
     conn: AsyncConnection,
     catalog: EvaluationCatalog,
-    parsed: list[list[tuple[int, ReportCreate, str]]],
-    jobs: Sequence[Job],
+    keys: list[uuid.UUID],
     candidates: dict[uuid.UUID, list[ReportCreate]],
     therapy_lists: dict[uuid.UUID, list[engine.Therapy]],
 ) -> tuple[dict[uuid.UUID, dict[uuid.UUID, _Known]], dict[uuid.UUID, History]]:
@@ -589,14 +597,6 @@ async def _read_context(
     """
     known: dict[uuid.UUID, dict[uuid.UUID, _Known]] = {pid: {} for pid in candidates}
     histories = {pid: History() for pid in candidates}
-    keys = sorted(
-        {
-            body.client_report_id
-            for job, items in zip(jobs, parsed, strict=True)
-            if job.patient_id in candidates
-            for _, body, _ in items
-        }
-    )
     if not keys:
         return known, histories
     ids = sorted(candidates)
