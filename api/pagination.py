@@ -13,7 +13,6 @@ from fastapi import Query, Response
 from pydantic import BaseModel, Field
 
 from api.errors import Invalid
-from api.responses import serialised
 from api.types import check_timestamp
 
 T = TypeVar("T")
@@ -71,10 +70,11 @@ def page_of(items: list[T], limit: int, key: Any) -> Page[T]:
     return Page(items=items, next_cursor=encode_cursor(key(items[-1])) if more else None)
 
 
-def page_response(model: type[Page[T]], items: Sequence[T], limit: int, key: Any) -> Response:
-    """``page_of``'s page as the response, serialised once: for items already valid, returned by
-    an endpoint that declares ``response_model=model``, so FastAPI does not check them again."""
-    more = len(items) > limit
-    served = list(items[:limit])
-    page = model(items=served, next_cursor=encode_cursor(key(served[-1])) if more else None)
-    return serialised(page)
+def json_page(documents: Sequence[str], limit: int, key: Callable[[str], list[Any]]) -> Response:
+    """A Page of items that are JSON documents already, ``limit + 1`` of them fetched (the extra
+    one says whether there is more): the documents are passed on, not parsed."""
+    more = len(documents) > limit
+    served = documents[:limit]
+    cursor = json.dumps(encode_cursor(key(served[-1]))) if more else "null"
+    body = f'{{"items":[{",".join(served)}],"next_cursor":{cursor}}}'
+    return Response(body.encode(), media_type="application/json")

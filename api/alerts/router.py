@@ -23,8 +23,8 @@ from api.pagination import (
     Limit,
     Page,
     decode_cursor,
+    json_page,
     page_of,
-    page_response,
     parse_int_id,
     parse_time,
 )
@@ -56,7 +56,7 @@ def _escalation_rank(value: object) -> int:
     return value
 
 
-# The page is serialised here, in one pass; the response model keeps the OpenAPI schema.
+# The page is written by the database; the response model keeps the OpenAPI schema.
 @router.get("", response_model=Page[AlertRead])
 async def list_alerts(
     principal: Staff,
@@ -77,8 +77,8 @@ async def list_alerts(
     """
     after = decode_cursor(cursor, _triage_rank, _escalation_rank, parse_time, uuid.UUID)
     where = service.QueueFilter(status, severity, patient_id, drug_code, team)
-    items = await service.queue(session, principal, where, limit, after)
-    return page_response(Page[AlertRead], items, limit, service.queue_key)
+    documents = await service.queue(session, principal, where, limit, after)
+    return json_page(documents, limit, service.queue_key)
 
 
 @router.get("/summary")

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, computed_field
-from pydantic_core import from_json
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from api.types import NO_NUL
 
@@ -98,43 +97,3 @@ class SummaryCounts(BaseModel):
     by_severity: dict[str, int]
     by_status: dict[str, int]
     by_severity_and_status: dict[str, dict[str, int]]
-
-
-# --- the worklist's page, from the driver's own values ------------------------------------------
-
-
-def _stored_utc(value: Any) -> Any:
-    """A stored time, read as api.db.UTCDateTime reads it: SQLite's text is naive UTC,
-    PostgreSQL's value carries the session's offset."""
-    if isinstance(value, str):
-        # Parsed aware in one step: ``replace(tzinfo=...)`` costs several times the parse.
-        return datetime.fromisoformat(value + "+00:00")
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value
-
-
-def _stored_json(value: Any) -> Any:
-    # SQLite hands back the document's text; PostgreSQL's driver has parsed it already.
-    return from_json(value) if isinstance(value, str) else value
-
-
-StoredTime = Annotated[datetime, BeforeValidator(_stored_utc)]
-
-
-class StoredAlert(AlertRead):
-    """An AlertRead made from an ``alerts`` row as the driver returns it, unconverted by
-    SQLAlchemy, so that one pydantic-core call reads a whole page (the worklist). Only the
-    types that need it change: the fields, their order and the JSON are AlertRead's."""
-
-    evidence: Annotated[dict[str, Any], BeforeValidator(_stored_json)]
-    created_at: StoredTime
-    follow_up_due_at: StoredTime
-    last_triggered_at: StoredTime
-    acknowledged_at: StoredTime | None
-    resolved_at: StoredTime | None
-    escalated_at: StoredTime | None
-    overdue_at: StoredTime | None
-
-
-STORED_ALERTS: TypeAdapter[list[StoredAlert]] = TypeAdapter(list[StoredAlert])

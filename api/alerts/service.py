@@ -4,38 +4,34 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, TypeVar
 
+from pydantic_core import from_json
 from sqlalchemy import (
+    ColumnElement,
     Integer,
     Select,
-    String,
     Uuid,
     bindparam,
     func,
     insert,
     select,
     tuple_,
-    type_coerce,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from api.alerts.events import event_row, write_events
 from api.alerts.models import OPEN_STATUSES, Alert, AlertEvent
-from api.alerts.schemas import (
-    STORED_ALERTS,
-    AlertEventRead,
-    AlertRead,
-    StoredAlert,
-    SummaryCounts,
-)
+from api.alerts.schemas import AlertEventRead, AlertRead, SummaryCounts
 from api.audit.service import record
 from api.db import utcnow
 from api.errors import Conflict, NotFound
 from api.rules.definitions import SEVERITY_RANK
 from api.rules.engine import Finding
 from api.security import Principal
+from api.sqljson import json_document
 
 SelectT = TypeVar("SelectT", bound="Select[*tuple[Any, ...]]")
 
@@ -218,6 +214,14 @@ async def alerts_of_report(session: AsyncSession, report_id: uuid.UUID) -> list[
 QUEUE_ORDER = (Alert.triage_rank, Alert.escalation_rank, Alert.follow_up_due_at, Alert.id)
 
 
+@cache
+def _queue_document() -> ColumnElement[str]:
+    # The worklist's page is written by the database: a value converted and a model built per
+    # cell, then serialised again, cost several times the query. Built at first use, when every
+    # foreign key column has taken its referenced column's type.
+    return json_document(alerts.c[name] for name in AlertRead.model_fields)
+
+
 @dataclass(frozen=True, slots=True)
 class QueueFilter:
     status: str | None = None
@@ -227,13 +231,14 @@ class QueueFilter:
     team: str | None = None
 
 
-def queue_key(alert: AlertRead) -> list[Any]:
-    """An alert's place in the queue, as the cursor carries it."""
+def queue_key(document: str) -> list[Any]:
+    """An alert's place in the queue, as the cursor carries it, from its JSON document."""
+    alert = from_json(document)
     return [
-        TRIAGE_RANK[alert.severity],
-        0 if alert.escalated_at else 1,
-        alert.follow_up_due_at.isoformat(),
-        str(alert.id),
+        TRIAGE_RANK[alert["severity"]],
+        0 if alert["escalated_at"] else 1,
+        datetime.fromisoformat(alert["follow_up_due_at"]).isoformat(),
+        alert["id"],
     ]
 
 
@@ -244,37 +249,48 @@ def _scoped(query: SelectT, principal: Principal, team: str | None = None) -> Se
     return query if team is None else query.where(Alert.care_team == team)
 
 
+_FILTERS = ("status", "severity", "patient_id", "drug_code")
+
+
+@cache
+def _queue_query(scoped: bool, team: bool, filters: tuple[str, ...], after: bool) -> Select[Any]:
+    """The worklist's statement for one shape of request, its values bound: built once, so
+    that its cache key is too."""
+    query = (
+        select(_queue_document()).order_by(*QUEUE_ORDER).limit(bindparam("limit", type_=Integer))
+    )
+    if scoped:
+        query = query.where(alerts.c.care_team.in_(bindparam("teams", expanding=True)))
+    if team:
+        query = query.where(alerts.c.care_team == bindparam("team"))
+    for name in filters:
+        query = query.where(alerts.c[name] == bindparam(name))
+    if after:
+        bound = [bindparam(f"after_{column.key}", type_=column.type) for column in QUEUE_ORDER]
+        query = query.where(tuple_(*QUEUE_ORDER) > tuple_(*bound))
+    return query
+
+
 async def queue(
     session: AsyncSession,
     principal: Principal,
     where: QueueFilter,
     limit: int,
     after: Sequence[Any] | None,
-) -> list[StoredAlert]:
-    """Up to ``limit + 1`` alerts of the caller's teams in triage order, after ``after``."""
-    # AlertRead's columns as the driver returns them (text and integers need no conversion):
-    # SQLAlchemy's conversions per value and a model per row cost more than the query;
-    # StoredAlert reads the page in one call instead.
-    raw = String()
-    names = list(StoredAlert.model_fields)
-    columns = [
-        column if isinstance(column.type, String | Integer) else type_coerce(column, raw)
-        for column in (alerts.c[name] for name in names)
-    ]
-    query = _scoped(select(*columns), principal, where.team).order_by(*QUEUE_ORDER)
-    for column, value in (
-        (Alert.status, where.status),
-        (Alert.severity, where.severity),
-        (Alert.patient_id, where.patient_id),
-        (Alert.drug_code, where.drug_code),
-    ):
-        if value is not None:
-            query = query.where(column == value)
+) -> list[str]:
+    """Up to ``limit + 1`` alerts of the caller's teams in triage order, after ``after``, each
+    as its AlertRead JSON."""
+    teams = principal.team_filter()
+    values: dict[str, Any] = {"limit": limit + 1, "team": where.team}
+    if teams is not None:
+        values["teams"] = sorted(teams)
+    filters = tuple(name for name in _FILTERS if getattr(where, name) is not None)
+    values.update((name, getattr(where, name)) for name in filters)
     if after:
-        query = query.where(tuple_(*QUEUE_ORDER) > tuple_(*after))
+        values.update((f"after_{c.key}", v) for c, v in zip(QUEUE_ORDER, after, strict=True))
+    query = _queue_query(teams is not None, where.team is not None, filters, bool(after))
     conn = await session.connection()
-    rows = await conn.execute(query.limit(limit + 1))
-    return STORED_ALERTS.validate_python([dict(zip(names, row, strict=True)) for row in rows])
+    return list((await conn.execute(query, values)).scalars())
 
 
 async def summary(session: AsyncSession, principal: Principal, team: str | None) -> SummaryCounts:
