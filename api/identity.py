@@ -18,7 +18,7 @@ from typing import Any
 
 import jwt
 
-from api.security import HS256Verifier, TokenVerifier, decode_checked
+from api.security import HS256Verifier, TokenVerifier, VerifiedTokens, decode_checked
 from api.settings import Settings
 
 ALGORITHMS = ("RS256", "ES256")
@@ -66,12 +66,17 @@ class JWKSVerifier:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
         self.fetches = 0  # how often the provider was asked (tests and metrics read it)
+        self.verified = VerifiedTokens()
 
     def _fetch(self) -> None:
         self.fetches += 1
         self._fetched_at = monotonic()
         keys = self._client.get_jwk_set(refresh=True).keys
+        withdrawn = self._keys.keys() - {k.key_id for k in keys}
         self._keys = {k.key_id: k for k in keys if k.key_id}
+        if withdrawn:
+            # Tokens signed with a withdrawn key stop working now, not when remembered ones end.
+            self.verified.clear()
 
     def signing_key(self, kid: str) -> jwt.PyJWK:
         with self._lock:
@@ -114,6 +119,7 @@ class EitherVerifier:
     def __init__(self, jwks: JWKSVerifier, hs256: HS256Verifier | None) -> None:
         self._jwks = jwks
         self._hs256 = hs256
+        self.verified = jwks.verified
 
     def needs_fetch(self, token: str) -> bool:
         try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Protocol
@@ -32,6 +34,7 @@ class Claims(BaseModel):
     teams: list[Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]] = Field(
         default_factory=list, max_length=200
     )
+    exp: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,7 @@ class HS256Verifier:
     def __init__(self, settings: Settings) -> None:
         self._key = settings.effective_jwt_secret
         self._settings = settings
+        self.verified = VerifiedTokens()
 
     def verify(self, token: str) -> dict[str, Any]:
         return decode_checked(token, self._key, list(self.algorithms), self._settings)
@@ -99,7 +103,41 @@ def check_times(claims: dict[str, Any], max_lifetime: int, leeway: int) -> None:
         raise jwt.InvalidTokenError("exp is further away than the longest token lifetime")
 
 
-def principal_from_token(verifier: TokenVerifier, token: str) -> Principal:
+class VerifiedTokens:
+    """Principals of the tokens a verifier accepted lately, by the token's text.
+
+    A dashboard polling the worklist, or a phone posting reports, presents the same token again
+    and again, and checking its signature and claims costs more than the rest of a small
+    request. An entry lasts until its token expires, and at most ``seconds``: a key that the
+    identity provider withdraws stops working within that time. Past ``size`` entries the
+    oldest goes. A JWKS verifier forgets them all when a key is withdrawn.
+    """
+
+    def __init__(
+        self, size: int = 10_000, seconds: float = 60.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._size, self._seconds, self._clock = size, seconds, clock
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, token: str) -> Principal | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            self._entries.pop(token, None)
+            return None
+        return entry[1]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def put(self, token: str, principal: Principal, expires_at: float) -> None:
+        if len(self._entries) >= self._size:
+            self._entries.pop(next(iter(self._entries)), None)
+        self._entries[token] = (min(expires_at, self._clock() + self._seconds), principal)
+
+
+def _checked_claims(verifier: TokenVerifier, token: str) -> Claims:
     try:
         claims = Claims.model_validate(verifier.verify(token))
     except jwt.ExpiredSignatureError as exc:
@@ -110,16 +148,33 @@ def principal_from_token(verifier: TokenVerifier, token: str) -> Principal:
         raise Unauthorized("The token's claims are not of the expected shape") from exc
     if claims.role == "patient" and claims.patient_id is None:
         raise Unauthorized("A patient token must carry patient_id")
+    return claims
+
+
+def _principal(claims: Claims) -> Principal:
     return Principal(claims.sub, claims.role, claims.patient_id, frozenset(claims.teams))
 
 
+def principal_from_token(verifier: TokenVerifier, token: str) -> Principal:
+    return _principal(_checked_claims(verifier, token))
+
+
 async def verify_token(verifier: TokenVerifier, token: str) -> Principal:
-    """``principal_from_token``, in a worker thread when the verifier must first ask the
-    identity provider for keys (blocking I/O that must not stall the event loop)."""
+    """``principal_from_token``, remembered in the verifier's ``verified`` (VerifiedTokens)
+    when it has one, and in a worker thread when the verifier must first ask the identity
+    provider for keys (blocking I/O that must not stall the event loop)."""
+    verified: VerifiedTokens | None = getattr(verifier, "verified", None)
+    if verified is not None and (principal := verified.get(token)) is not None:
+        return principal
     needs_fetch = getattr(verifier, "needs_fetch", None)
     if needs_fetch is not None and needs_fetch(token):
-        return await run_in_threadpool(principal_from_token, verifier, token)
-    return principal_from_token(verifier, token)
+        claims = await run_in_threadpool(_checked_claims, verifier, token)
+    else:
+        claims = _checked_claims(verifier, token)
+    principal = _principal(claims)
+    if verified is not None:
+        verified.put(token, principal, claims.exp)
+    return principal
 
 
 def mint_token(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 
 import api.__main__ as cli
 from api.main import create_app
-from api.security import HS256Verifier, principal_from_token
+from api.security import HS256Verifier, VerifiedTokens, principal_from_token
 from api.settings import DEV_JWT_SECRET, Settings, get_settings
 from tests.conftest import ROOT, TEST_SECRET, make_settings
 
@@ -425,3 +426,47 @@ def test_a_token_is_verified_once_per_request(app: FastAPI, client: TestClient, 
         app.state.token_verifier = verifier
     assert response.status_code == 201, response.text
     assert len(calls) == 1
+
+
+def test_a_verified_token_is_remembered_until_it_expires_for_a_minute_at_most(
+    app: FastAPI, client: TestClient
+) -> None:
+    verifier = app.state.token_verifier
+    calls: list[str] = []
+    now = [time.time()]
+
+    class Counting:
+        verified = VerifiedTokens(size=2, seconds=60, clock=lambda: now[0])
+
+        def verify(self, token: str) -> dict[str, Any]:
+            calls.append(token)
+            return verifier.verify(token)
+
+    def get(token: str) -> int:
+        return client.get(PROTECTED, headers=bearer(token)).status_code
+
+    start = datetime.now(UTC)
+    lasting = sign(claims(sub="a", exp=start + timedelta(minutes=10)))
+    brief = sign(claims(sub="b", exp=start + timedelta(seconds=30)))
+    forged = sign(claims(sub="c"), key=OTHER_SECRET)
+    app.state.token_verifier = Counting()
+    try:
+        assert [get(lasting), get(lasting), get(brief), get(brief)] == [200] * 4
+        assert calls == [lasting, brief]
+        # A rejected token is checked every time.
+        assert [get(forged), get(forged)] == [401, 401]
+        assert calls == [lasting, brief, forged, forged]
+        # Past its exp a token is checked again (here still within the leeway, so accepted).
+        now[0] = start.timestamp() + 31
+        assert [get(brief), get(lasting)] == [200, 200]
+        assert calls[4:] == [brief]
+        # A minute after it was checked, a token is checked again.
+        now[0] = time.time() + 61
+        assert get(lasting) == 200
+        assert calls[5:] == [lasting]
+        # Past its size the oldest token goes: lasting, then brief, then a third.
+        third = sign(claims(sub="d"))
+        assert [get(brief), get(third), get(lasting)] == [200] * 3
+        assert calls[6:] == [brief, third, lasting]
+    finally:
+        app.state.token_verifier = verifier
