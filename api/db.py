@@ -7,16 +7,30 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from functools import partial
+from functools import cache, partial
 from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Request
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, make_url
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    Insert,
+    MetaData,
+    bindparam,
+    cast,
+    create_engine,
+    event,
+    func,
+    insert,
+    make_url,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
@@ -81,6 +95,35 @@ def new_id() -> uuid.UUID:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@cache
+def _unnest_insert(model: type[Base], names: tuple[str, ...]) -> Insert:
+    columns = [model.__table__.c[name] for name in names]
+    arrays = [cast(bindparam(c.key, type_=ARRAY(c.type)), ARRAY(c.type)) for c in columns]
+    rows = func.unnest(*arrays).table_valued(*names, with_ordinality="n").render_derived()
+    # In the given order: identity columns (alert events) count in it.
+    source = select(*(rows.c[name] for name in names)).order_by(rows.c.n)
+    return insert(model).from_select(names, source, include_defaults=False)
+
+
+async def insert_rows(
+    conn: AsyncConnection, model: type[Base], rows: Sequence[dict[str, Any]]
+) -> None:
+    """Insert ``rows`` (each with the same keys) into ``model``'s table in one statement.
+
+    On PostgreSQL each column is bound as one array and unnested, so that a group of any size
+    is one statement, planned once; the driver's executemany would send one per row. SQLite's
+    executemany runs inside the process.
+    """
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        await conn.execute(insert(model), list(rows))
+        return
+    names = tuple(rows[0])
+    values = {name: [row[name] for row in rows] for name in names}
+    await conn.execute(_unnest_insert(model, names), values)
 
 
 def make_engine(settings: DatabaseSettings) -> Engine:

@@ -21,10 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.alerts.models import AlertEvent
+from api.db import insert_rows
 
 EVENT_TYPES = (
     "alert.raised",
@@ -40,7 +41,6 @@ CHANNEL = "alert_events"
 # An arbitrary constant that names "the event writers" among advisory locks.
 _EVENT_LOCK_KEY = 0x616C657274  # "alert"
 
-_insert = insert(AlertEvent)
 # One round trip: the lock, and the notification (queued now, sent at commit, folded into one
 # per transaction).
 _lock_and_notify = text(
@@ -54,7 +54,7 @@ async def write_events(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) ->
         return
     if conn.dialect.name == "postgresql":
         await conn.execute(_lock_and_notify)
-    await conn.execute(_insert, list(rows))
+    await insert_rows(conn, AlertEvent, rows)
 
 
 def event_row(

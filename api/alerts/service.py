@@ -15,7 +15,6 @@ from sqlalchemy import (
     Uuid,
     bindparam,
     func,
-    insert,
     select,
     tuple_,
     update,
@@ -26,7 +25,7 @@ from api.alerts.events import event_row, write_events
 from api.alerts.models import OPEN_STATUSES, Alert, AlertEvent
 from api.alerts.schemas import AlertEventRead, AlertRead, SummaryCounts
 from api.audit.service import record
-from api.db import utcnow
+from api.db import insert_rows, utcnow
 from api.errors import Conflict, NotFound
 from api.rules.definitions import SEVERITY_RANK
 from api.rules.engine import Finding
@@ -63,7 +62,6 @@ _open_episodes = (
     # makes the resolve either land first (we then open a new episode) or wait.
     .with_for_update()
 )
-_insert_alerts = insert(Alert)
 _update_alert = (
     update(Alert)
     .where(alerts.c.id == bindparam("b_id"))
@@ -129,7 +127,7 @@ async def raise_alerts(
             mine.append(dict(alert))
         touched.append(mine)
     if new:
-        await conn.execute(_insert_alerts, list(new.values()))
+        await insert_rows(conn, Alert, list(new.values()))
     if changed:
         await conn.execute(
             _update_alert,

@@ -4,11 +4,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.audit.models import AuditEvent
-from api.db import utcnow
+from api.db import insert_rows, utcnow
 from api.security import Principal
 
 
@@ -22,9 +21,6 @@ async def record(
 ) -> None:
     """One row per write, in the write's own transaction: no write without its audit entry."""
     await record_many(session, principal, action, resource_type, [(resource_id, detail)])
-
-
-_insert_audit = insert(AuditEvent)
 
 
 async def record_many(
@@ -63,6 +59,5 @@ def audit_rows(
 
 
 async def write_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        # Core, not the ORM's bulk insert: nothing to track, one executemany.
-        await (await session.connection()).execute(_insert_audit, rows)
+    # Core, not the ORM's bulk insert: nothing to track, one statement.
+    await insert_rows(await session.connection(), AuditEvent, rows)

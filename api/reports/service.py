@@ -19,7 +19,6 @@ from sqlalchemy import (
     bindparam,
     cast,
     func,
-    insert,
     literal_column,
     null,
     or_,
@@ -34,7 +33,7 @@ from api.alerts.schemas import AlertRead
 from api.alerts.service import alerts_of_report, raise_alerts
 from api.audit.service import audit_rows, write_rows
 from api.catalog.service import EvaluationCatalog, catalog_revision, evaluation_catalog
-from api.db import utcnow
+from api.db import insert_rows, utcnow
 from api.errors import AppError, Conflict, Invalid, NotFound, validation_errors
 from api.patients.models import Patient, Therapy
 from api.reports.models import Report, ReportSymptom
@@ -231,10 +230,6 @@ def _numbered(rows: Sequence[tuple[Any, ...]], names: tuple[str, ...]) -> dict[s
 
 _GRADED = ("graded", "since", "first", "last")
 _WEIGHED = ("weighed", "course", "pre_dose", "course_end")
-
-
-_insert_reports = insert(Report)
-_insert_symptoms = insert(ReportSymptom)
 
 
 # --- what a request asks the group writer to store ----------------------------------------------
@@ -727,9 +722,8 @@ async def _store_new(
                 }
                 for s in body.symptoms
             )
-    await conn.execute(_insert_reports, report_rows)
-    if symptom_rows:
-        await conn.execute(_insert_symptoms, symptom_rows)
+    await insert_rows(conn, Report, report_rows)
+    await insert_rows(conn, ReportSymptom, symptom_rows)
     touched, events = await raise_alerts(conn, raised, now)
     for outcome, alerts in zip(outcomes, touched, strict=True):
         outcome.alerts = alerts

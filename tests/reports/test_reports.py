@@ -396,6 +396,43 @@ def test_a_batch_costs_the_same_queries_for_one_report_or_many(
     assert 8 <= many <= 12, many
 
 
+def test_a_groups_rows_go_into_each_table_in_one_statement(
+    world: World, client: TestClient, tokens: Tokens
+) -> None:
+    """Forty reports with their symptoms, alerts, events and audit rows: one INSERT a table. On
+    PostgreSQL it is one statement of unnested arrays (not the driver's executemany, one
+    statement a row); SQLite's executemany runs inside the process."""
+    patient = world.patient(drugs=("aldesleukin",))
+    start = datetime.now(UTC) - timedelta(hours=2)
+    items = [
+        report_body({"fever": 3, "chills": 1}, {"temperature_c": 39.5}, recorded_at=start)
+        for start in (start + timedelta(minutes=i) for i in range(40))
+    ]
+    inserts: list[tuple[str, bool]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith("INSERT"):
+            inserts.append((statement.split()[2], executemany))
+
+    engine = client.app.state.db.engine.sync_engine  # type: ignore[attr-defined]
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        results = post_batch(client, tokens, patient["id"], items)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    assert [r["status"] for r in results] == ["created"] * 40
+    tables = [table for table, _ in inserts]
+    assert sorted(tables) == sorted(
+        ["reports", "report_symptoms", "alerts", "alert_events", "audit_events"]
+    ), inserts
+    if engine.dialect.name == "postgresql":
+        assert not any(many for _, many in inserts), inserts
+    reports = client.get(f"/v1/patients/{patient['id']}/reports?limit=50", headers=tokens.admin())
+    assert len(reports.json()["items"]) == 40
+    assert all(len(r["symptoms"]) == 2 for r in reports.json()["items"])
+
+
 def test_course_baselines_read_in_several_statements_are_all_found(
     world: World, client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
 ) -> None:
