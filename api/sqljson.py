@@ -20,23 +20,24 @@ from sqlalchemy.sql.functions import FunctionElement
 from api.db import UTCDateTime
 
 
-class _json_object(FunctionElement[str]):
+class _Text(FunctionElement[str]):
     type = Text()
     inherit_cache = True
 
 
-class _json_time(FunctionElement[str]):
-    type = Text()
+class _json_object(_Text):
     inherit_cache = True
 
 
-class _json_uuid(FunctionElement[str]):
-    type = Text()
+class _json_time(_Text):
     inherit_cache = True
 
 
-class _json_value(FunctionElement[str]):
-    type = Text()
+class _json_uuid(_Text):
+    inherit_cache = True
+
+
+class _json_value(_Text):
     inherit_cache = True
 
 
