@@ -409,6 +409,28 @@ class Database:
     async def turn(self, *, write: bool = False) -> AsyncIterator[None]:
         """A place among the users of the database; "busy" (503) after the pool timeout."""
         lock = self._sqlite_writer if write else None
+        if lock is not None or not self._free_place():
+            await self._wait_for_turn(lock)
+        try:
+            # Other processes' writers: waited for as long as SQLite's busy timeout would.
+            others = self._file_lock if lock is not None else None
+            async with others.held() if others is not None else contextlib.nullcontext():
+                yield
+        finally:
+            self.gate.release()
+            if lock is not None:
+                lock.release()
+
+    def _free_place(self) -> bool:
+        """A place taken if one is free and nobody waits (the usual case): without the timeout's
+        cancel scope and the checkpoint that ``acquire()`` costs."""
+        try:
+            self.gate.acquire_nowait()
+        except anyio.WouldBlock:
+            return False
+        return True
+
+    async def _wait_for_turn(self, lock: anyio.Lock | None) -> None:
         try:
             with anyio.fail_after(self.timeout):
                 if lock is not None:
@@ -421,15 +443,6 @@ class Database:
                     raise
         except TimeoutError:
             raise PoolTimeoutError(f"no connection free within {self.timeout:g} s") from None
-        try:
-            # Other processes' writers: waited for as long as SQLite's busy timeout would.
-            others = self._file_lock if lock is not None else None
-            async with others.held() if others is not None else contextlib.nullcontext():
-                yield
-        finally:
-            self.gate.release()
-            if lock is not None:
-                lock.release()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
