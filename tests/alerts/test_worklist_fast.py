@@ -192,4 +192,3 @@ def test_pages_are_what_the_endpoint_answered_before(
     response = client.get("/v1/alerts", params={"limit": 4}, headers=tokens.admin())
     assert response.json() == reference.page(None, 4)
     assert response.json()["next_cursor"] is not None
-
