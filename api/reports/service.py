@@ -13,6 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
+    Integer,
     Select,
     Uuid,
     and_,
@@ -23,17 +24,20 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     tuple_,
     union_all,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql import Executable
 
 from api.alerts.events import write_events
 from api.alerts.schemas import AlertRead
 from api.alerts.service import alerts_of_report, raise_alerts
 from api.audit.service import audit_rows, write_rows
 from api.catalog.service import EvaluationCatalog, catalog_revision, evaluation_catalog
-from api.db import insert_rows, utcnow
+from api.db import UTCDateTime, insert_rows, utcnow
 from api.errors import AppError, Conflict, Invalid, NotFound, validation_errors
 from api.patients.models import Patient, Therapy
 from api.reports.models import Report, ReportSymptom
@@ -230,6 +234,98 @@ def _numbered(rows: Sequence[tuple[Any, ...]], names: tuple[str, ...]) -> dict[s
 
 _GRADED = ("graded", "since", "first", "last")
 _WEIGHED = ("weighed", "course", "pre_dose", "course_end")
+
+
+def _compound_context(
+    params: dict[str, Any], graded: list[tuple[Any, ...]], courses: list[tuple[Any, ...]]
+) -> list[tuple[Executable, dict[str, Any]]]:
+    """The context statements of a group for SQLite: a compound SELECT of numbered slots."""
+    shown = courses[:COURSES_PER_STATEMENT]
+    statements: list[tuple[Executable, dict[str, Any]]] = [
+        (
+            _context_query(True, _slots(len(graded)), _slots(len(shown))),
+            params | _numbered(graded, _GRADED) | _numbered(shown, _WEIGHED),
+        )
+    ]
+    for i in range(COURSES_PER_STATEMENT, len(courses), COURSES_PER_STATEMENT):
+        more = courses[i : i + COURSES_PER_STATEMENT]
+        statements.append((_context_query(False, 0, _slots(len(more))), _numbered(more, _WEIGHED)))
+    return statements
+
+
+def _arrays(names: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    """``rows`` as one array a column, the bind parameters ``<name>s``."""
+    return {f"{name}s": [row[i] for row in rows] for i, name in enumerate(names)}
+
+
+# PostgreSQL: the same rows from one statement of fixed text, each list bound as an array, so
+# that it is planned once whatever the group (the statement above changes with every group's
+# numbers of keys, patients and courses, and planning it cost as much as running it). The grades
+# are read report by report through the primary keys: a hash join over a sequential scan of
+# report_symptoms is what the planner picks for the statement above on a small database.
+_ARRAYS = {
+    "patient_ids": ARRAY(Uuid),
+    "keys": ARRAY(Uuid),
+    "codes": ARRAY(report_symptoms.c.symptom_code.type),
+    **{
+        f"{name}s": ARRAY(Uuid if name in ("graded", "weighed") else UTCDateTime())
+        for name in _GRADED + _WEIGHED
+    },
+}
+_pg_context = (
+    text(
+        """
+SELECT 0 AS kind, r.patient_id, NULL::timestamptz AS at, r.body_hash AS code,
+       r.advice_severity AS severity, NULL::smallint AS grade, NULL::float8 AS kg,
+       r.client_report_id, r.id AS report_id
+FROM reports r
+WHERE r.patient_id = ANY(CAST(:patient_ids AS uuid[]))
+  AND r.client_report_id = ANY(CAST(:keys AS uuid[]))
+UNION ALL
+SELECT 1, r.patient_id, max(r.recorded_at), s.symptom_code, NULL, s.grade, NULL, NULL, NULL
+FROM unnest(CAST(:gradeds AS uuid[]), CAST(:sinces AS timestamptz[]),
+            CAST(:firsts AS timestamptz[])) AS g(patient_id, since, first)
+CROSS JOIN LATERAL (
+    SELECT r.id, r.patient_id, r.recorded_at FROM reports r
+    WHERE r.patient_id = g.patient_id AND r.recorded_at >= g.since AND r.recorded_at < g.first
+    OFFSET 0) r
+CROSS JOIN LATERAL (
+    SELECT s.symptom_code, s.grade FROM report_symptoms s
+    WHERE s.report_id = r.id AND s.symptom_code = ANY(CAST(:codes AS varchar[]))
+    OFFSET 0) s
+GROUP BY r.patient_id, s.symptom_code, s.grade
+UNION ALL
+SELECT 1, r.patient_id, r.recorded_at, s.symptom_code, NULL, s.grade, NULL, NULL, NULL
+FROM unnest(CAST(:gradeds AS uuid[]), CAST(:firsts AS timestamptz[]),
+            CAST(:lasts AS timestamptz[])) AS g(patient_id, first, last)
+CROSS JOIN LATERAL (
+    SELECT r.id, r.patient_id, r.recorded_at FROM reports r
+    WHERE r.patient_id = g.patient_id AND r.recorded_at >= g.first AND r.recorded_at < g.last
+    OFFSET 0) r
+CROSS JOIN LATERAL (
+    SELECT s.symptom_code, s.grade FROM report_symptoms s
+    WHERE s.report_id = r.id AND s.symptom_code = ANY(CAST(:codes AS varchar[]))
+    OFFSET 0) s
+UNION ALL
+SELECT 2, c.patient_id, w.recorded_at, NULL, NULL, NULL, w.weight_kg, NULL, NULL
+FROM unnest(CAST(:weigheds AS uuid[]), CAST(:courses AS timestamptz[]),
+            CAST(:pre_doses AS timestamptz[]), CAST(:course_ends AS timestamptz[]))
+     AS c(patient_id, course, pre_dose, course_end)
+CROSS JOIN LATERAL (
+    (SELECT r.recorded_at, r.weight_kg FROM reports r
+     WHERE r.patient_id = c.patient_id AND r.weight_kg IS NOT NULL
+       AND r.recorded_at >= c.pre_dose AND r.recorded_at < c.course
+     ORDER BY r.recorded_at DESC LIMIT 1)
+    UNION ALL
+    (SELECT r.recorded_at, r.weight_kg FROM reports r
+     WHERE r.patient_id = c.patient_id AND r.weight_kg IS NOT NULL
+       AND r.recorded_at >= c.course AND r.recorded_at < c.course_end
+     ORDER BY r.recorded_at LIMIT 1)) w
+"""
+    )
+    .bindparams(*(bindparam(name, type_=type_) for name, type_ in _ARRAYS.items()))
+    .columns(kind=Integer(), **_LAYOUT)
+)
 
 
 # --- what a request asks the group writer to store ----------------------------------------------
@@ -619,16 +715,12 @@ async def _read_context(
             )
         )
     ]
-    shown = courses[:COURSES_PER_STATEMENT]
-    statements = [
-        (
-            _context_query(True, _slots(len(graded)), _slots(len(shown))),
-            params | _numbered(graded, _GRADED) | _numbered(shown, _WEIGHED),
-        )
-    ]
-    for i in range(COURSES_PER_STATEMENT, len(courses), COURSES_PER_STATEMENT):
-        more = courses[i : i + COURSES_PER_STATEMENT]
-        statements.append((_context_query(False, 0, _slots(len(more))), _numbered(more, _WEIGHED)))
+    statements: list[tuple[Executable, dict[str, Any]]]
+    if conn.dialect.name == "postgresql":
+        arrays = _arrays(_GRADED, graded) | _arrays(_WEIGHED, courses)
+        statements = [(_pg_context, {"codes": [], **params, **arrays})]
+    else:
+        statements = _compound_context(params, graded, courses)
     # A set: a weight can be both one course's pre-dose weight and another's first.
     weights: set[tuple[uuid.UUID, datetime, float]] = set()
     for statement, values in statements:

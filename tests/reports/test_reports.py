@@ -365,6 +365,30 @@ def test_a_group_reads_what_it_needs_in_two_round_trips(
     assert weight["evidence"]["baseline_weight_kg"] == 70, weight["evidence"]
 
 
+def test_the_context_read_on_postgresql_is_one_statement_text_for_every_group(
+    world: World, client: TestClient, tokens: Tokens
+) -> None:
+    """PostgreSQL plans the context read once: its lists are bound as arrays, so a report
+    without a course baseline and a batch with weights over a course read with the same text.
+    SQLite's compound statement has a slot for each course."""
+    patient = world.patient(drugs=("aldesleukin",))
+    now = datetime.now(UTC)
+
+    def context_read(send) -> str:  # type: ignore[no-untyped-def]
+        reads = [s for s in _statements(client, send) if "AS kind" in s]
+        assert len(reads) == 1, reads
+        return reads[0]
+
+    plain = context_read(lambda: post(client, tokens, patient["id"], report_body({"fatigue": 1})))
+    items = [
+        report_body({"fatigue": 2}, {"weight_kg": 70 + i}, recorded_at=now - timedelta(hours=i))
+        for i in range(1, 4)
+    ]
+    weighed = context_read(lambda: post_batch(client, tokens, patient["id"], items))
+    postgres = client.app.state.db.dialect == "postgresql"  # type: ignore[attr-defined]
+    assert (plain == weighed) is postgres
+
+
 def test_a_batch_costs_the_same_queries_for_one_report_or_many(
     world: World, client: TestClient, tokens: Tokens
 ) -> None:
