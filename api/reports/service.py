@@ -264,7 +264,7 @@ def _arrays(names: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> dict[str
 # are read report by report through the primary keys: a hash join over a sequential scan of
 # report_symptoms is what the planner picks for the statement above on a small database.
 _ARRAYS = {
-    "patient_ids": ARRAY(Uuid),
+    "key_patients": ARRAY(Uuid),
     "keys": ARRAY(Uuid),
     "codes": ARRAY(report_symptoms.c.symptom_code.type),
     **{
@@ -278,9 +278,8 @@ _pg_context = (
 SELECT 0 AS kind, r.patient_id, NULL::timestamptz AS at, r.body_hash AS code,
        r.advice_severity AS severity, NULL::smallint AS grade, NULL::float8 AS kg,
        r.client_report_id, r.id AS report_id
-FROM reports r
-WHERE r.patient_id = ANY(CAST(:patient_ids AS uuid[]))
-  AND r.client_report_id = ANY(CAST(:keys AS uuid[]))
+FROM unnest(CAST(:key_patients AS uuid[]), CAST(:keys AS uuid[])) AS k(patient_id, key)
+JOIN reports r ON r.patient_id = k.patient_id AND r.client_report_id = k.key
 UNION ALL
 SELECT 1, r.patient_id, max(r.recorded_at), s.symptom_code, NULL, s.grade, NULL, NULL, NULL
 FROM unnest(CAST(:gradeds AS uuid[]), CAST(:sinces AS timestamptz[]),
@@ -523,7 +522,7 @@ async def write_group(
     # The keys of every job whose patient it may write: a retry among them is answered, not stored.
     keys = sorted(
         {
-            body.client_report_id
+            (job.patient_id, body.client_report_id)
             for job, items in zip(jobs, parsed, strict=True)
             if job.patient_id in candidates
             for _, body, _ in items
@@ -675,7 +674,7 @@ async def _replay(
 async def _read_context(
     conn: AsyncConnection,
     catalog: EvaluationCatalog,
-    keys: list[uuid.UUID],
+    keys: list[tuple[uuid.UUID, uuid.UUID]],
     candidates: dict[uuid.UUID, list[ReportCreate]],
     therapy_lists: dict[uuid.UUID, list[engine.Therapy]],
 ) -> tuple[dict[uuid.UUID, dict[uuid.UUID, _Known]], dict[uuid.UUID, History]]:
@@ -691,7 +690,7 @@ async def _read_context(
     if not keys:
         return known, histories
     ids = sorted(candidates)
-    params: dict[str, Any] = {"patient_ids": ids, "keys": keys}
+    params: dict[str, Any] = {"patient_ids": ids, "keys": sorted({key for _, key in keys})}
 
     # Each patient's reports fall in [first, last]; what its trend rules need starts at since.
     bodies = {pid: found for pid, found in candidates.items() if found}
@@ -717,7 +716,8 @@ async def _read_context(
     ]
     statements: list[tuple[Executable, dict[str, Any]]]
     if conn.dialect.name == "postgresql":
-        arrays = _arrays(_GRADED, graded) | _arrays(_WEIGHED, courses)
+        arrays = _arrays(("key_patient", "key"), keys)
+        arrays |= _arrays(_GRADED, graded) | _arrays(_WEIGHED, courses)
         statements = [(_pg_context, {"codes": [], **params, **arrays})]
     else:
         statements = _compound_context(params, graded, courses)
