@@ -275,36 +275,35 @@ _ARRAYS = {
 _pg_context = (
     text(
         """
+WITH graded AS (
+    -- Every grade in [since, last); those before first only count by their latest time.
+    SELECT r.patient_id, r.recorded_at, r.recorded_at < g.first AS before, s.symptom_code,
+           s.grade
+    FROM unnest(CAST(:gradeds AS uuid[]), CAST(:sinces AS timestamptz[]),
+                CAST(:firsts AS timestamptz[]), CAST(:lasts AS timestamptz[]))
+         AS g(patient_id, since, first, last)
+    CROSS JOIN LATERAL (
+        SELECT r.id, r.patient_id, r.recorded_at FROM reports r
+        WHERE r.patient_id = g.patient_id AND r.recorded_at >= g.since
+          AND r.recorded_at < g.last
+        OFFSET 0) r
+    CROSS JOIN LATERAL (
+        SELECT s.symptom_code, s.grade FROM report_symptoms s
+        WHERE s.report_id = r.id AND s.symptom_code = ANY(CAST(:codes AS varchar[]))
+        OFFSET 0) s
+)
 SELECT 0 AS kind, r.patient_id, NULL::timestamptz AS at, r.body_hash AS code,
        r.advice_severity AS severity, NULL::smallint AS grade, NULL::float8 AS kg,
        r.client_report_id, r.id AS report_id
 FROM unnest(CAST(:key_patients AS uuid[]), CAST(:keys AS uuid[])) AS k(patient_id, key)
 JOIN reports r ON r.patient_id = k.patient_id AND r.client_report_id = k.key
 UNION ALL
-SELECT 1, r.patient_id, max(r.recorded_at), s.symptom_code, NULL, s.grade, NULL, NULL, NULL
-FROM unnest(CAST(:gradeds AS uuid[]), CAST(:sinces AS timestamptz[]),
-            CAST(:firsts AS timestamptz[])) AS g(patient_id, since, first)
-CROSS JOIN LATERAL (
-    SELECT r.id, r.patient_id, r.recorded_at FROM reports r
-    WHERE r.patient_id = g.patient_id AND r.recorded_at >= g.since AND r.recorded_at < g.first
-    OFFSET 0) r
-CROSS JOIN LATERAL (
-    SELECT s.symptom_code, s.grade FROM report_symptoms s
-    WHERE s.report_id = r.id AND s.symptom_code = ANY(CAST(:codes AS varchar[]))
-    OFFSET 0) s
-GROUP BY r.patient_id, s.symptom_code, s.grade
+SELECT 1, patient_id, max(recorded_at), symptom_code, NULL, grade, NULL, NULL, NULL
+FROM graded WHERE before
+GROUP BY patient_id, symptom_code, grade
 UNION ALL
-SELECT 1, r.patient_id, r.recorded_at, s.symptom_code, NULL, s.grade, NULL, NULL, NULL
-FROM unnest(CAST(:gradeds AS uuid[]), CAST(:firsts AS timestamptz[]),
-            CAST(:lasts AS timestamptz[])) AS g(patient_id, first, last)
-CROSS JOIN LATERAL (
-    SELECT r.id, r.patient_id, r.recorded_at FROM reports r
-    WHERE r.patient_id = g.patient_id AND r.recorded_at >= g.first AND r.recorded_at < g.last
-    OFFSET 0) r
-CROSS JOIN LATERAL (
-    SELECT s.symptom_code, s.grade FROM report_symptoms s
-    WHERE s.report_id = r.id AND s.symptom_code = ANY(CAST(:codes AS varchar[]))
-    OFFSET 0) s
+SELECT 1, patient_id, recorded_at, symptom_code, NULL, grade, NULL, NULL, NULL
+FROM graded WHERE NOT before
 UNION ALL
 SELECT 2, c.patient_id, w.recorded_at, NULL, NULL, NULL, w.weight_kg, NULL, NULL
 FROM unnest(CAST(:weigheds AS uuid[]), CAST(:courses AS timestamptz[]),
