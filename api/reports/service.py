@@ -717,7 +717,8 @@ async def _read_context(
     if conn.dialect.name == "postgresql":
         arrays = _arrays(("key_patient", "key"), keys)
         arrays |= _arrays(_GRADED, graded) | _arrays(_WEIGHED, courses)
-        statements = [(_pg_context, {"codes": [], **params, **arrays})]
+        # Its own parameters: the keys as (patient, key) pairs, not the compound's two lists.
+        statements = [(_pg_context, {"codes": params.get("codes", []), **arrays})]
     else:
         statements = _compound_context(params, graded, courses)
     # A set: a weight can be both one course's pre-dose weight and another's first.
