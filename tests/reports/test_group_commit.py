@@ -153,3 +153,47 @@ def test_a_group_writes_its_other_patients_while_one_is_held_elsewhere(
             assert response.json()["patient_id"] == patient["id"]
             assert _stored(client, patient["id"]) == 1
             assert {a["patient_id"] for a in response.json()["alerts"]} == {patient["id"]}
+
+
+@pytest.mark.postgres_only
+def test_a_write_the_database_refuses_in_a_group_fails_only_its_report(
+    world: World, client: TestClient, tokens: Tokens
+) -> None:
+    """One report's insert is refused by the database (a trigger stands for a constraint that
+    only the database can check): the group is rolled back, each report written again on its
+    own, and only the refused one fails, with the conflict's 409."""
+    db_execute(
+        client,
+        text(
+            "CREATE FUNCTION refuse_marked() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.note = 'refuse me' THEN RAISE unique_violation; END IF; RETURN NEW; END $$"
+        ),
+    )
+    db_execute(
+        client,
+        text(
+            "CREATE TRIGGER refuse_marked BEFORE INSERT ON reports "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_marked()"
+        ),
+    )
+    a, b, c = (world.patient(drugs=("aldesleukin",)) for _ in range(3))
+    path = "/v1/patients/{}/reports"
+    fever = {"fever": 3}, {"temperature_c": 39.2}
+    refused = report_body(*fever) | {"note": "refuse me"}
+    rest = [
+        (path.format(b["id"]), report_body(*fever), tokens.patient(b["id"])),
+        (path.format(c["id"]), refused, tokens.patient(c["id"])),
+        (path.format(c["id"]), report_body(*fever), tokens.patient(c["id"])),
+    ]
+    first = (path.format(a["id"]), report_body(*fever), tokens.patient(a["id"]))
+    responses, _ = send_as_group(client, first, rest)
+
+    assert [r.status_code for r in responses] == [201, 201, 409, 201], [r.text for r in responses]
+    assert responses[2].headers["content-type"] == "application/problem+json"
+    assert [_stored(client, p["id"]) for p in (a, b, c)] == [1, 1, 1]
+    # The reports written again raised their alerts once, with one event each.
+    for response in (responses[1], responses[3]):
+        assert response.json()["alerts"], response.text
+        for alert in response.json()["alerts"]:
+            events = client.get(f"/v1/alerts/{alert['id']}/events", headers=tokens.admin())
+            assert [e["action"] for e in events.json()["items"]] == ["raised"], events.text
