@@ -112,6 +112,11 @@ class Evaluation:
 class VersionedRule:
     rule: RuleDef
     version: int
+    # What a report must carry for the rule to possibly fire (see _needs); None: nothing.
+    needs: frozenset[str] | None = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "needs", _rule_needs(self.rule))
 
 
 # --- words -----------------------------------------------------------------------------------
@@ -717,10 +722,13 @@ def evaluate(
     policy: Policy,
 ) -> Evaluation:
     day = report.recorded_at.date()
+    carried = _carried(report)
     # The rules share a few watch windows: what the patient is on, once per window.
     on_drugs: dict[int, tuple[list[Therapy], frozenset[str]]] = {}
     found = []
     for versioned in rules:
+        if versioned.needs is not None and versioned.needs.isdisjoint(carried):
+            continue  # every branch needs a symptom or vital this report does not carry
         watch_days = versioned.rule.watch_days
         if (on := on_drugs.get(watch_days)) is None:
             therapies = _on_drugs(context.therapies, day, watch_days)
@@ -737,6 +745,52 @@ def evaluate(
         return Evaluation(findings=[], advice=None)
     top = findings[0].severity
     return Evaluation(findings=findings, advice=Advice(top, policy.severities[top].advice))
+
+
+# --- what a report must carry for a rule to fire ----------------------------------------------
+
+# A leaf matches only when the report carries what it looks at (``_hits``): a symptom code, a
+# vital, or for "*", "@serious" and worsening, any symptom at all.
+_ANY_SYMPTOM = "symptom:*"
+
+
+def _carried(report: ReportInput) -> set[str]:
+    carried = {f"symptom:{code}" for code in report.symptoms}
+    carried.update(f"vital:{name}" for name, value in report.vitals.items() if value is not None)
+    if report.symptoms:
+        carried.add(_ANY_SYMPTOM)
+    return carried
+
+
+def _needs(cond: Condition) -> frozenset[str] | None:
+    """What a report must carry at least one of for ``cond`` to match; None when it may match
+    whatever the report carries (a drug leaf)."""
+    if isinstance(cond, SymptomCond):
+        wildcard = cond.symptom in ("*", "@serious")
+        return frozenset({_ANY_SYMPTOM if wildcard else f"symptom:{cond.symptom}"})
+    if isinstance(cond, VitalCond):
+        return frozenset({f"vital:{cond.vital}"})
+    if isinstance(cond, MetricCond):  # weight_gain_pct: the report's weight
+        return frozenset({"vital:weight_kg"})
+    if isinstance(cond, WorseningCond):
+        return frozenset({_ANY_SYMPTOM})
+    if isinstance(cond, AllCond):
+        # Every child must match: any one child's needs will do; the narrowest skips most.
+        needs = [n for n in map(_needs, cond.all) if n is not None]
+        return min(needs, key=len) if needs else None
+    if isinstance(cond, AnyCond):
+        children = [_needs(child) for child in cond.any]
+        if any(n is None for n in children):
+            return None
+        return frozenset().union(*children)  # type: ignore[arg-type]
+    return None  # OnDrugCond
+
+
+def _rule_needs(rule: RuleDef) -> frozenset[str] | None:
+    branches = [_needs(branch.when) for branch in rule.branches]
+    if any(n is None for n in branches):
+        return None
+    return frozenset().union(*branches)  # type: ignore[arg-type]
 
 
 # --- what a rule refers to (for the catalog validator) -----------------------------------------
