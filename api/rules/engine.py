@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import operator
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
@@ -779,18 +779,23 @@ def _needs(cond: Condition) -> frozenset[str] | None:
         needs = [n for n in map(_needs, cond.all) if n is not None]
         return min(needs, key=len) if needs else None
     if isinstance(cond, AnyCond):
-        children = [_needs(child) for child in cond.any]
-        if any(n is None for n in children):
-            return None
-        return frozenset().union(*children)  # type: ignore[arg-type]
+        return _any_of(cond.any)
     return None  # OnDrugCond
 
 
+def _any_of(alternatives: Iterable[Condition]) -> frozenset[str] | None:
+    """What a report must carry for any of ``alternatives`` to match: all of their needs, or
+    None when one of them needs nothing."""
+    needs: set[str] = set()
+    for cond in alternatives:
+        if (found := _needs(cond)) is None:
+            return None
+        needs |= found
+    return frozenset(needs)
+
+
 def _rule_needs(rule: RuleDef) -> frozenset[str] | None:
-    branches = [_needs(branch.when) for branch in rule.branches]
-    if any(n is None for n in branches):
-        return None
-    return frozenset().union(*branches)  # type: ignore[arg-type]
+    return _any_of(branch.when for branch in rule.branches)  # the best matching branch fires
 
 
 # --- what a rule refers to (for the catalog validator) -----------------------------------------
