@@ -329,6 +329,8 @@ CROSS JOIN LATERAL (
 # --- what a request asks the group writer to store ----------------------------------------------
 
 
+# A job is made by its request before it queues: its items are validated and hashed there, beside
+# the group being written, not by the writer, which writes one group at a time.
 @dataclass(frozen=True, slots=True)
 class Single:
     """One report (POST /reports)."""
@@ -336,17 +338,38 @@ class Single:
     patient_id: uuid.UUID
     principal: Principal
     body: ReportCreate
+    parsed: list[tuple[int, ReportCreate, str]] = field(init=False)  # (index, body, digest)
 
     size: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parsed", [(0, self.body, body_hash(self.body))])
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Up to a batch of reports of one patient (POST /reports/batch), items not yet validated."""
+    """Up to a batch of reports of one patient (POST /reports/batch): the valid items with their
+    digest, and the results of the invalid ones by position."""
 
     patient_id: uuid.UUID
     principal: Principal
     items: list[dict[str, object]]
+    parsed: list[tuple[int, ReportCreate, str]] = field(init=False)
+    rejected: list[BatchResult | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        parsed = []
+        rejected: list[BatchResult | None] = [None] * len(self.items)
+        for i, raw in enumerate(self.items):
+            try:
+                body = _report_adapter.validate_python(raw)
+            except ValidationError as exc:
+                # a batch item's errors are relative to the item
+                rejected[i] = _rejected(_key_of(raw), validation_errors(exc.errors()))
+            else:
+                parsed.append((i, body, body_hash(body)))
+        object.__setattr__(self, "parsed", parsed)
+        object.__setattr__(self, "rejected", rejected)
 
     @property
     def size(self) -> int:
@@ -426,24 +449,9 @@ async def write_group(
     conn = await session.connection()
     # Until the reports are stored, a job's answer may stand for what it will be (_Fresh, _Known).
     answers: list[Any] = [None] * len(jobs)
-    batch_results: dict[int, list[BatchResult | None]] = {}
-    parsed: list[list[tuple[int, ReportCreate, str]]] = []
-    # Batch items are parsed before the locks are taken: other requests wait no longer than needed.
-    for j, job in enumerate(jobs):
-        if isinstance(job, Single):
-            parsed.append([(0, job.body, body_hash(job.body))])
-            continue
-        results: list[BatchResult | None] = [None] * len(job.items)
-        items = []
-        for i, raw in enumerate(job.items):
-            try:
-                body = _report_adapter.validate_python(raw)
-                items.append((i, body, body_hash(body)))
-            except ValidationError as exc:
-                # a batch item's errors are relative to the item
-                results[i] = _rejected(_key_of(raw), validation_errors(exc.errors()))
-        parsed.append(items)
-        batch_results[j] = results
+    parsed = [job.parsed for job in jobs]
+    # A copy: a group that fails is written again, report by report.
+    batch_results = {j: list(job.rejected) for j, job in enumerate(jobs) if isinstance(job, Batch)}
 
     ids = sorted({job.patient_id for job in jobs})
     lock = _lock_free if skip_locked else _lock
