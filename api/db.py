@@ -313,6 +313,16 @@ class Database:
     def __init__(self, settings: DatabaseSettings, bind: AsyncConnection | None = None) -> None:
         self.engine = make_async_engine(settings) if bind is None else bind.engine
         self.dialect = self.engine.dialect.name
+        # PostgreSQL under READ COMMITTED gives every statement its own snapshot anyway:
+        # autocommit saves a read its BEGIN and COMMIT round trips. SQLite keeps a deferred
+        # transaction, which under WAL runs beside the one writer.
+        self._reads = self.engine.execution_options(
+            **(
+                {"isolation_level": "AUTOCOMMIT"}
+                if self.dialect == "postgresql"
+                else {_DEFERRED: True}
+            )
+        )
         capacity = settings.db_pool_size + settings.db_max_overflow
         if bind is not None:
             # Every session on one connection inside its transaction, each in a savepoint: what
@@ -323,17 +333,7 @@ class Database:
             capacity = 1
         else:
             self.writer = async_sessionmaker(self.engine, expire_on_commit=False)
-            # PostgreSQL under READ COMMITTED gives every statement its own snapshot anyway:
-            # autocommit saves a read its BEGIN and COMMIT round trips. SQLite keeps a deferred
-            # transaction, which under WAL runs beside the one writer.
-            read_engine = self.engine.execution_options(
-                **(
-                    {"isolation_level": "AUTOCOMMIT"}
-                    if self.dialect == "postgresql"
-                    else {_DEFERRED: True}
-                )
-            )
-            self.reader = async_sessionmaker(read_engine, expire_on_commit=False)
+            self.reader = async_sessionmaker(self._reads, expire_on_commit=False)
         self._read_engine = self.engine.execution_options(
             **({} if self.dialect == "postgresql" else {_DEFERRED: True})
         )
@@ -457,6 +457,17 @@ class Database:
             yield session
 
     @asynccontextmanager
+    async def read_connection(self) -> AsyncIterator[AsyncConnection]:
+        """``read()`` on a bare connection, for a read that needs no ORM: without the session's
+        own work (about 5 % of the worklist's server CPU)."""
+        async with self.turn():
+            if self._bind is not None:
+                yield self._bind
+                return
+            async with self._reads.connect() as conn:
+                yield conn
+
+    @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
         """A bare connection for the health check and metrics: not behind the gate, so a busy
         service still reports that its database answers."""
@@ -483,7 +494,13 @@ async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    async with database(request).read_connection() as conn:
+        yield conn
+
+
 # The transaction ends when the endpoint returns, before the response is sent (scope
 # "function"), so a client never sees a success for data that then failed to commit.
 WriteSession = Annotated[AsyncSession, Depends(_write_session, scope="function")]
 ReadSession = Annotated[AsyncSession, Depends(_read_session, scope="function")]
+ReadConnection = Annotated[AsyncConnection, Depends(_read_connection, scope="function")]

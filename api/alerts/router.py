@@ -16,7 +16,7 @@ from api.alerts.schemas import (
 )
 from api.alerts.service import TRIAGE_RANK
 from api.alerts.stream import EventHub, feed
-from api.db import ReadSession, WriteSession
+from api.db import ReadConnection, ReadSession, WriteSession
 from api.errors import PROBLEM_RESPONSES, Invalid
 from api.pagination import (
     Cursor,
@@ -60,7 +60,7 @@ def _escalation_rank(value: object) -> int:
 @router.get("", response_model=Page[AlertRead])
 async def list_alerts(
     principal: Staff,
-    session: ReadSession,
+    conn: ReadConnection,
     status: StatusFilter | None = None,
     severity: SeverityFilter | None = None,
     patient_id: uuid.UUID | None = None,
@@ -77,7 +77,7 @@ async def list_alerts(
     """
     after = decode_cursor(cursor, _triage_rank, _escalation_rank, parse_time, uuid.UUID)
     where = service.QueueFilter(status, severity, patient_id, drug_code, team)
-    documents = await service.queue(session, principal, where, limit, after)
+    documents = await service.queue(conn, principal, where, limit, after)
     return json_page(documents, limit, service.queue_key)
 
 

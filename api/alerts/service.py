@@ -270,7 +270,7 @@ def _queue_query(scoped: bool, team: bool, filters: tuple[str, ...], after: bool
 
 
 async def queue(
-    session: AsyncSession,
+    conn: AsyncConnection,
     principal: Principal,
     where: QueueFilter,
     limit: int,
@@ -287,7 +287,6 @@ async def queue(
     if after:
         values.update((f"after_{c.key}", v) for c, v in zip(QUEUE_ORDER, after, strict=True))
     query = _queue_query(teams is not None, where.team is not None, filters, bool(after))
-    conn = await session.connection()
     return list((await conn.execute(query, values)).scalars())
 
 
