@@ -334,9 +334,6 @@ class Database:
         else:
             self.writer = async_sessionmaker(self.engine, expire_on_commit=False)
             self.reader = async_sessionmaker(self._reads, expire_on_commit=False)
-        self._read_engine = self.engine.execution_options(
-            **({} if self.dialect == "postgresql" else {_DEFERRED: True})
-        )
         self._bind = bind
         # The asyncio pool gives a returned connection to whoever asks first, so under load a
         # waiting request can be passed over again and again (p99 in seconds); waiting here
@@ -475,7 +472,7 @@ class Database:
             async with self.turn():
                 yield self._bind
             return
-        async with self._read_engine.connect() as conn:
+        async with self._reads.connect() as conn:
             yield conn
 
 
