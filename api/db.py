@@ -6,14 +6,17 @@ import logging
 import os
 import sqlite3
 import threading
+import time
+import typing
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from functools import cache, partial
+from functools import cache, lru_cache, partial
 from typing import Annotated, Any
 
 import anyio
+import psycopg
 from fastapi import Depends, Request
 from sqlalchemy import (
     JSON,
@@ -21,6 +24,7 @@ from sqlalchemy import (
     Engine,
     Insert,
     MetaData,
+    Select,
     bindparam,
     cast,
     create_engine,
@@ -31,7 +35,8 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -107,6 +112,58 @@ def _unnest_insert(model: type[Base], names: tuple[str, ...]) -> Insert:
     return insert(model).from_select(names, source, include_defaults=False)
 
 
+@lru_cache(maxsize=1024)
+def _driver_sql(
+    statement: Select[Any], dialect: Dialect
+) -> tuple[str, dict[str, Callable[[Any], Any]]]:
+    compiled = statement.compile(dialect=dialect)
+    processors: dict[str, Callable[[Any], Any]] = {}
+    for name, bind in compiled.binds.items():
+        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if processor is not None:
+            processors[name] = processor
+    return compiled.string, processors
+
+
+async def first_column(
+    conn: AsyncConnection, statement: Select[Any], values: Mapping[str, Any]
+) -> list[Any]:
+    """The first column of ``statement``'s rows, its parameters bound from ``values``.
+
+    On PostgreSQL the statement's SQL, compiled once, goes to psycopg directly: for the
+    worklist, SQLAlchemy's execution and result layers cost more CPU than the query does in
+    the database. The statement may not have expanding (IN) parameters. Errors arrive as
+    SQLAlchemy's, so that the service's handlers (503 for a lost connection) apply.
+    """
+    dialect = conn.dialect
+    if dialect.name != "postgresql":
+        return list((await conn.execute(statement, values)).scalars())
+    sql, processors = _driver_sql(statement, dialect)
+    params = {
+        name: processors[name](value) if name in processors and value is not None else value
+        for name, value in values.items()
+    }
+    raw = await conn.get_raw_connection()
+    driver = typing.cast(psycopg.AsyncConnection[Any], raw.driver_connection)
+    try:
+        async with driver.cursor() as cursor:
+            await cursor.execute(sql, params)
+            return [row[0] for row in await cursor.fetchall()]
+    except psycopg.Error as exc:
+        lost = driver.broken or driver.closed
+        if lost:
+            await conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql,
+            None,
+            exc,
+            psycopg.Error,
+            hide_parameters=True,
+            connection_invalidated=lost,
+            dialect=dialect,
+        ) from exc
+
+
 async def insert_rows(
     conn: AsyncConnection, model: type[Base], rows: Sequence[dict[str, Any]]
 ) -> None:
@@ -134,6 +191,7 @@ def make_engine(settings: DatabaseSettings) -> Engine:
         _configure_sqlite(engine)
         return engine
     engine = create_engine(url, **_server_options(settings))
+    _ping_when_idle(engine)
     timeout = settings.db_response_timeout
 
     @event.listens_for(engine, "do_connect")
@@ -173,7 +231,39 @@ def make_async_engine(settings: DatabaseSettings) -> AsyncEngine:
     options["connect_args"]["async_creator_fn"] = partial(
         pgconn.connect_async, settings.db_response_timeout
     )
-    return create_async_engine(url, **options)
+    engine = create_async_engine(url, **options)
+    _ping_when_idle(engine.sync_engine)
+    return engine
+
+
+# A connection back in the pool for longer than this is pinged before it is used again.
+PING_AFTER_IDLE_S = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """A pooled connection that sat idle is pinged before use, one just returned is not.
+
+    ``pool_pre_ping`` pings on every checkout: a round trip per request, while under load a
+    connection is back in use within milliseconds. What an idle connection may have lost (a
+    restarted or failed-over database) is found here; a failed ping replaces every connection
+    the pool holds, as they went down together. A connection that dies while in busy use fails
+    its request with 503 and is replaced.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _taken(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        # The entry's info is cleared when its connection is replaced: a new one is not pinged.
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            raise InvalidatePoolError(f"pooled connection lost: {type(exc).__name__}") from exc
 
 
 def _server_options(settings: DatabaseSettings) -> dict[str, Any]:
@@ -190,7 +280,6 @@ def _server_options(settings: DatabaseSettings) -> dict[str, Any]:
     if settings.db_statement_timeout_ms:
         connect_args["options"] = f"-c statement_timeout={settings.db_statement_timeout_ms}"
     return {
-        "pool_pre_ping": True,
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_timeout": settings.db_pool_timeout,

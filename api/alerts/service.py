@@ -4,7 +4,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, TypeVar
 
 from pydantic_core import from_json
@@ -14,6 +14,7 @@ from sqlalchemy import (
     Select,
     Uuid,
     bindparam,
+    false,
     func,
     select,
     tuple_,
@@ -25,7 +26,7 @@ from api.alerts.events import event_row, write_events
 from api.alerts.models import OPEN_STATUSES, Alert, AlertEvent
 from api.alerts.schemas import AlertEventRead, AlertRead, SummaryCounts
 from api.audit.service import record
-from api.db import insert_rows, utcnow
+from api.db import first_column, insert_rows, utcnow
 from api.errors import Conflict, NotFound
 from api.rules.definitions import SEVERITY_RANK
 from api.rules.engine import Finding
@@ -250,15 +251,20 @@ def _scoped(query: SelectT, principal: Principal, team: str | None = None) -> Se
 _FILTERS = ("status", "severity", "patient_id", "drug_code")
 
 
-@cache
-def _queue_query(scoped: bool, team: bool, filters: tuple[str, ...], after: bool) -> Select[Any]:
+@lru_cache(maxsize=1024)
+def _queue_query(
+    teams: int | None, team: bool, filters: tuple[str, ...], after: bool
+) -> Select[Any]:
     """The worklist's statement for one shape of request, its values bound: built once, so
-    that its cache key is too."""
+    that its cache key and SQL are too. A caller's teams are bound one parameter each
+    (``team_0``...): the statement goes to the driver as it is, and a list bound as one array
+    (``= ANY``) had PostgreSQL choose a parallel sequential scan."""
     query = (
         select(_queue_document()).order_by(*QUEUE_ORDER).limit(bindparam("limit", type_=Integer))
     )
-    if scoped:
-        query = query.where(alerts.c.care_team.in_(bindparam("teams", expanding=True)))
+    if teams is not None:
+        names = [bindparam(f"team_{i}", type_=alerts.c.care_team.type) for i in range(teams)]
+        query = query.where(alerts.c.care_team.in_(names) if names else false())
     if team:
         query = query.where(alerts.c.care_team == bindparam("team"))
     for name in filters:
@@ -279,15 +285,17 @@ async def queue(
     """Up to ``limit + 1`` alerts of the caller's teams in triage order, after ``after``, each
     as its AlertRead JSON."""
     teams = principal.team_filter()
-    values: dict[str, Any] = {"limit": limit + 1, "team": where.team}
+    values: dict[str, Any] = {"limit": limit + 1}
     if teams is not None:
-        values["teams"] = sorted(teams)
+        values.update((f"team_{i}", name) for i, name in enumerate(sorted(teams)))
+    if where.team is not None:
+        values["team"] = where.team
     filters = tuple(name for name in _FILTERS if getattr(where, name) is not None)
     values.update((name, getattr(where, name)) for name in filters)
     if after:
         values.update((f"after_{c.key}", v) for c, v in zip(QUEUE_ORDER, after, strict=True))
-    query = _queue_query(teams is not None, where.team is not None, filters, bool(after))
-    return list((await conn.execute(query, values)).scalars())
+    shape = (None if teams is None else len(teams), where.team is not None, filters, bool(after))
+    return await first_column(conn, _queue_query(*shape), values)
 
 
 async def summary(session: AsyncSession, principal: Principal, team: str | None) -> SummaryCounts:

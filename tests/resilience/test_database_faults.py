@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from api.db import PING_AFTER_IDLE_S
 from api.main import create_app
 from tests.conftest import Tokens, World, make_settings, report_body
 from tests.groups import Send, send_as_group
@@ -69,6 +70,47 @@ def test_database_outage_and_recovery(
         assert retried.status_code == 201, retried.text
         assert {a["rule_id"] for a in retried.json()["alerts"]} >= {"cls-hypotension"}
         assert client.post(reports, json=lost, headers=headers).status_code == 200
+
+
+@pytest.mark.postgres_only
+def test_connections_the_database_dropped_are_replaced_before_use(
+    proxied_url: tuple[TcpProxy, str], world: World, tokens: Tokens
+) -> None:
+    """Pooled connections are pinged only after a second idle: a restart while the service is
+    idle costs no request; one in the middle of busy use costs one 503, never a 500."""
+    proxy, url = proxied_url
+    patient = world.patient(drugs=("aldesleukin",))
+    headers = tokens.patient(patient["id"])
+    nurse = tokens.clinician("onc-a")
+    reports = f"/v1/patients/{patient['id']}/reports"
+    # One connection: every request below takes the connection the one before returned.
+    with (
+        live_server(url, db_pool_size=1, db_max_overflow=0) as base,
+        httpx.Client(base_url=base, timeout=20) as client,
+    ):
+        raised = client.post(
+            reports, json=report_body({"fever": 1}, {"systolic_bp": 85}), headers=headers
+        )
+        assert raised.status_code == 201, raised.text
+
+        # The database restarts while the service is idle: the pooled connection is dead.
+        proxy.stop()
+        proxy.start()
+        time.sleep(PING_AFTER_IDLE_S + 0.2)
+        listed = client.get("/v1/alerts", headers=nurse)
+        assert listed.status_code == 200, listed.text
+        assert [a["rule_id"] for a in listed.json()["items"]] == ["cls-hypotension"]
+        stored = client.post(reports, json=report_body({"fever": 2}), headers=headers)
+        assert stored.status_code == 201, stored.text
+
+        # It restarts again with the connection just back from a request: not pinged, so the
+        # next request finds it dead, and gets a 503 to retry; the retry gets a new one.
+        proxy.stop()
+        proxy.start()
+        assert_unavailable(client.get("/v1/alerts", headers=nurse))
+        assert client.get("/v1/alerts", headers=nurse).status_code == 200
+        again = client.post(reports, json=report_body({"fever": 3}), headers=headers)
+        assert again.status_code == 201, again.text
 
 
 @pytest.mark.postgres_only
