@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import gc
+
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from api.main import create_app
+from api.main import GC_YOUNG_THRESHOLD, create_app
 from tests.conftest import Tokens, make_settings
 
 
@@ -36,3 +39,12 @@ def test_readyz_is_503_with_retry_after_when_the_database_does_not_answer() -> N
         assert response.status_code == 503
         assert response.headers["content-type"] == "application/problem+json"
         assert "retry-after" in response.headers
+
+
+def test_a_serving_app_collects_rarely_and_unfreezes_what_it_froze(app: FastAPI) -> None:
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        assert gc.get_threshold()[0] >= GC_YOUNG_THRESHOLD
+        assert gc.get_freeze_count() > 0  # the loaded app, out of the full collections
+    # Stopped, it leaves nothing the collector could never reach (the suite makes many apps).
+    assert gc.get_freeze_count() == 0
