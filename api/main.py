@@ -157,17 +157,17 @@ def create_app(
 
 
 READY_TIMEOUT_S = 2.0
-# Python's default is 700: under load a worker ran a young collection about every 10 ms, and
-# full ones often enough to spend over a tenth of its CPU in the collector (bench/README).
+# Python's default is 700: under load a worker ran dozens of young collections a second, and
+# full ones often enough to spend about a seventh of its CPU in the collector (bench/README).
 GC_YOUNG_THRESHOLD = 10_000
 
 
 @asynccontextmanager
 async def _collector_tuned() -> AsyncIterator[None]:
     """Rarer young collections, and the objects of the loaded app (~160k, nearly all kept for
-    the life of the process) left out of the full ones, which paused a worker for up to 0.2 s
-    scanning them. Unfrozen at shutdown, so that an app made and stopped again (the tests)
-    leaves nothing uncollectable."""
+    the life of the process) left out of the full ones, which paused a worker for up to a
+    quarter of a second scanning them. Unfrozen at shutdown, so that an app made and stopped
+    again (the tests) leaves nothing uncollectable."""
     young, *older = gc.get_threshold()
     gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), *older)
     gc.freeze()
