@@ -457,6 +457,48 @@ def test_a_groups_rows_go_into_each_table_in_one_statement(
     assert all(len(r["symptoms"]) == 2 for r in reports.json()["items"])
 
 
+def test_what_a_group_writes_reads_back_exactly(
+    world: World, client: TestClient, tokens: Tokens
+) -> None:
+    """On PostgreSQL a group's rows travel as one JSON document: text that JSON or the
+    database must escape, fractional vitals, microseconds and an alert's evidence all read back
+    from the database as they were sent."""
+    patient = world.patient(drugs=("aldesleukin",))
+    awkward = 'said "NULL", {a,b} \\x\\ back\\slash\ttab\nnew line, ünïcode ✓ '
+    recorded = (datetime.now(UTC) - timedelta(minutes=3)).replace(microsecond=123456)
+    body = report_body(
+        {"fever": 3, "chills": 1},
+        {"temperature_c": 39.55, "weight_kg": 71.25, "systolic_bp": 101.5},
+        recorded_at=recorded,
+        note=awkward,
+    )
+    body["symptoms"][0]["note"] = "NULL"
+    body["symptoms"][1]["note"] = ""
+    response = post(client, tokens, patient["id"], body)
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["alerts"], "a grade 3 fever with 39.55 °C raises an alert"
+
+    [stored] = client.get(
+        f"/v1/patients/{patient['id']}/reports", headers=tokens.patient(patient["id"])
+    ).json()["items"]
+    assert stored["note"] == awkward
+    assert stored["recorded_at"] == recorded.isoformat().replace("+00:00", "Z")
+    assert stored["vitals"] == {"temperature_c": 39.55, "weight_kg": 71.25, "systolic_bp": 101.5}
+    assert sorted(stored["symptoms"], key=lambda s: s["code"]) == [
+        {"code": "chills", "grade": 1, "note": ""},
+        {"code": "fever", "grade": 3, "note": "NULL"},
+    ]
+    assert {k: v for k, v in stored.items() if k != "symptoms"} == {
+        k: created[k] for k in stored if k != "symptoms"
+    }
+    for alert in created["alerts"]:
+        read = client.get(f"/v1/alerts/{alert['id']}", headers=tokens.admin()).json()
+        assert read["evidence"] == alert["evidence"] and read["detail"] == alert["detail"]
+        events = client.get(f"/v1/alerts/{alert['id']}/events", headers=tokens.admin()).json()
+        assert [e["action"] for e in events["items"]] == ["raised"], events
+
+
 def test_course_baselines_read_in_several_statements_are_all_found(
     world: World, client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
 ) -> None:
