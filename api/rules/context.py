@@ -28,10 +28,15 @@ class History:
 
     def __init__(self) -> None:
         self._grades: dict[str, list[PriorGrade]] = {}
+        # Each code's times, in step with its grades: bisected without a key function.
+        self._times: dict[str, list[datetime]] = {}
         self._weights: list[Weight] = []
 
     def add_grade(self, code: str, grade: int, at: datetime) -> None:
-        bisect.insort_right(self._grades.setdefault(code, []), PriorGrade(grade, at), key=time_of)
+        times = self._times.setdefault(code, [])
+        at_index = bisect.bisect_right(times, at)
+        times.insert(at_index, at)
+        self._grades.setdefault(code, []).insert(at_index, PriorGrade(grade, at))
 
     def add_weight(self, kg: float, at: datetime) -> None:
         bisect.insort_right(self._weights, Weight(kg, at), key=time_of)
@@ -50,13 +55,13 @@ class History:
         """Grades of ``codes`` reported in [before - window, before)."""
         found = {}
         for code in codes:
-            grades = self._grades.get(code)
-            if not grades:
+            times = self._times.get(code)
+            if not times:
                 continue
-            lo = bisect.bisect_left(grades, before - window, key=time_of)
-            hi = bisect.bisect_left(grades, before, key=time_of)
+            lo = bisect.bisect_left(times, before - window)
+            hi = bisect.bisect_left(times, before, lo)
             if lo < hi:
-                found[code] = grades[lo:hi]
+                found[code] = self._grades[code][lo:hi]
         return found
 
     def weights_before(self, before: datetime) -> list[Weight]:
