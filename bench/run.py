@@ -229,6 +229,7 @@ def _session_pids(session: int) -> list[int]:
 @dataclass
 class CpuUsage:
     api_s: float  # CPU seconds of the server's processes over the measured interval
+    api_by_process: tuple[float, ...]  # the same, each process, the busiest first
     db_s: float | None  # of the PostgreSQL backends serving its database; None: not measured
     db_by_type: dict[str, float] = field(default_factory=dict)  # backend_type -> seconds, seen
     db_unseen_s: float = 0.0  # exited backends never sampled (the postmaster's reaped CPU)
@@ -364,8 +365,14 @@ class CpuMeter:
                 self._note = self._note or "no backend of the database found in /proc"
             elif self._postmaster is None:
                 self._note = "postmaster not found: backends exiting between samples missed"
+        api = [
+            (last - self._base.get(key, 0)) / CLK_TCK
+            for key, last in self._last.items()
+            if self._kind[key] == "api"
+        ]
         return CpuUsage(
             api_s=by_kind.get("api", 0.0),
+            api_by_process=tuple(sorted(api, reverse=True)),
             db_s=db_s,
             db_by_type={k: round(v, 3) for k, v in db_by_type.items()},
             db_unseen_s=round(unseen, 3),
@@ -662,6 +669,9 @@ class Row:
     cpu_api_ms: float | None = None  # server CPU time / requests completed (wrk's count)
     cpu_db_ms: float | None = None  # PostgreSQL backends' CPU time / requests; None: SQLite
     baseline_ratio: float | None = None  # rps / the tutorial baseline's rps (ingest rows)
+    # The busiest server process's share of the server's CPU (2+ workers): near 1/workers when
+    # wrk's connections fell evenly on the workers, near 100 % when one worker took them all.
+    top_worker: float | None = None
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -700,6 +710,7 @@ def row_from(
     cpu = result.cpu
     detail["cpu"] = {
         "api_s": round(cpu.api_s, 3),
+        "api_by_process_s": [round(seconds, 3) for seconds in cpu.api_by_process],
         "db_s": None if cpu.db_s is None else round(cpu.db_s, 3),
         "db_by_backend_type_s": cpu.db_by_type,
         "db_exited_unseen_s": cpu.db_unseen_s,
@@ -712,6 +723,7 @@ def row_from(
     done = d["requests"]
     cpu_api = cpu.api_s * 1000 / done if done else None
     cpu_db = cpu.db_s * 1000 / done if done and cpu.db_s is not None else None
+    top = cpu.api_by_process[0] / cpu.api_s if workers > 1 and cpu.api_s > 0 else None
     return Row(
         db,
         workers,
@@ -728,6 +740,7 @@ def row_from(
         machine_busy=result.machine_busy,
         cpu_api_ms=cpu_api,
         cpu_db_ms=cpu_db,
+        top_worker=top,
         detail=detail,
     )
 
@@ -1082,6 +1095,7 @@ COLUMNS = (
     ("x echo", "{:.1%}"),
     ("x baseline", "{:.1%}"),
     ("srv cpu", "{:.0%}"),
+    ("top worker", "{:.0%}"),
     ("wrk cpu", "{:.0%}"),
 )
 
@@ -1103,6 +1117,7 @@ def cells(row: Row) -> list[str]:
         row.ratio,
         row.baseline_ratio,
         row.server_cpu,
+        row.top_worker,
         row.wrk_cpu,
     ]
     out = []
@@ -1171,13 +1186,27 @@ def baseline_lines(rows: list[Row]) -> list[str]:
     return lines
 
 
+# A run whose busiest worker did this share of the server's work or more, of 2 workers, measured
+# one worker's writer more than the service (see "wrk's connections on the workers").
+LOPSIDED = 0.75
+
+
+def lopsided_lines(rows: list[Row]) -> list[str]:
+    return [
+        f"{r.db} w{r.workers} {r.size} {r.workload} c{r.connections}: one worker did "
+        f"{r.top_worker:.0%} of the server's work; its rps understate what the workers can do"
+        for r in rows
+        if r.top_worker is not None and r.top_worker >= LOPSIDED
+    ]
+
+
 def print_row(row: Row) -> None:
     c = cells(row)
     extra = f"  ERRORS: {error_summary(row)}" if row.errors else ""
     log(
         f"  {c[3]:<18} c={c[4]:<4} rps={c[5]:>8} reports/s={c[6]:>8} p50={c[7]:>7}ms "
         f"p99={c[8]:>8}ms cpu/req={c[9]}+{c[10]}ms errors={c[11]} echo={c[12]} "
-        f"baseline={c[13]} srv={c[14]} wrk={c[15]}"
+        f"baseline={c[13]} srv={c[14]} top={c[15]} wrk={c[16]}"
         + (f" drain={row.detail['drain_s']}s" if row.detail.get("drain_s", 0) > 1 else "")
         + extra
     )
@@ -1454,6 +1483,10 @@ def main(argv: list[str] | None = None) -> int:
     if versus:
         md += ["Ingest against the tutorial baseline (service vs baseline):", ""]
         md += [f"- {line}" for line in versus] + [""]
+    lopsided = lopsided_lines(rows)
+    if lopsided:
+        md += ["Runs where wrk's connections fell mostly on one worker:", ""]
+        md += [f"- {line}" for line in lopsided] + [""]
     idle: dict[str, float] = {}
     for r in rows:
         label = f"echo w{r.workers}" if r.workload == "echo" else f"{r.db} w{r.workers} {r.size}"
@@ -1473,6 +1506,9 @@ def main(argv: list[str] | None = None) -> int:
         if versus:
             print("\ningest against the tutorial baseline (service vs baseline):")
             print("\n".join(f"  {line}" for line in versus))
+        if lopsided:
+            print("\nruns where wrk's connections fell mostly on one worker:")
+            print("\n".join(f"  {line}" for line in lopsided))
         failures = [r for r in rows if r.errors]
         if failures:
             print()
