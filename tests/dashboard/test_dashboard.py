@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -337,7 +338,8 @@ def test_the_patient_timeline_draws_a_series_per_symptom_and_vital(
     page = me.open(raw(nurse))
     expect(me.row(weight_alert["id"])).to_be_visible()
     me.row(weight_alert["id"]).locator("a.alert-link").click()
-    assert f"alert={weight_alert['id']}" in page.url
+    # The click changes the address from a script: wait for it rather than read it at once.
+    expect(page).to_have_url(re.compile(f"alert={weight_alert['id']}"))
     expect(page.locator("#timeline figure")).to_have_count(8)
 
     series = page.eval_on_selector_all(
