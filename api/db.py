@@ -584,13 +584,7 @@ async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    async with database(request).read_connection() as conn:
-        yield conn
-
-
 # The transaction ends when the endpoint returns, before the response is sent (scope
 # "function"), so a client never sees a success for data that then failed to commit.
 WriteSession = Annotated[AsyncSession, Depends(_write_session, scope="function")]
 ReadSession = Annotated[AsyncSession, Depends(_read_session, scope="function")]
-ReadConnection = Annotated[AsyncConnection, Depends(_read_connection, scope="function")]

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from api import errors, metrics, openapi, pgconn
+from api.alerts.pages import PageCache
 from api.alerts.router import router as alerts_router
 from api.alerts.stream import EventHub
 from api.audit.router import router as audit_router
@@ -57,6 +58,8 @@ def create_app(
         # Made on the event loop that serves: an asyncio pool belongs to one loop.
         async with open_database(settings) as db:
             app.state.db = db
+            # With the database: pages are labelled by its event ids.
+            app.state.alert_pages = PageCache()
             app.state.report_writer = writer = GroupWriter(db)
             try:
                 async with _jobs_and_feed(app, settings), _collector_tuned():

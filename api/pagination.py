@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Query, Response
+from fastapi import Query
 from pydantic import BaseModel, Field
 
 from api.errors import Invalid
@@ -70,11 +70,11 @@ def page_of(items: list[T], limit: int, key: Any) -> Page[T]:
     return Page(items=items, next_cursor=encode_cursor(key(items[-1])) if more else None)
 
 
-def json_page(documents: Sequence[str], limit: int, key: Callable[[str], list[Any]]) -> Response:
+def json_page(documents: Sequence[str], limit: int, key: Callable[[str], list[Any]]) -> bytes:
     """A Page of items that are JSON documents already, ``limit + 1`` of them fetched (the extra
-    one says whether there is more): the documents are passed on, not parsed."""
+    one says whether there is more), as the response body: the documents are passed on, not
+    parsed."""
     more = len(documents) > limit
     served = documents[:limit]
     cursor = json.dumps(encode_cursor(key(served[-1]))) if more else "null"
-    body = f'{{"items":[{",".join(served)}],"next_cursor":{cursor}}}'
-    return Response(body.encode(), media_type="application/json")
+    return f'{{"items":[{",".join(served)}],"next_cursor":{cursor}}}'.encode()

@@ -24,10 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from api.alerts.events import event_row, write_events
 from api.alerts.models import OPEN_STATUSES, Alert, AlertEvent
+from api.alerts.pages import PageCache, latest_event
 from api.alerts.schemas import AlertEventRead, AlertRead, SummaryCounts
 from api.audit.service import record
 from api.db import first_column, insert_rows, utcnow
 from api.errors import Conflict, NotFound
+from api.pagination import json_page
 from api.rules.definitions import SEVERITY_RANK
 from api.rules.engine import Finding
 from api.security import Principal
@@ -281,9 +283,10 @@ async def queue(
     where: QueueFilter,
     limit: int,
     after: Sequence[Any] | None,
-) -> list[str]:
-    """Up to ``limit + 1`` alerts of the caller's teams in triage order, after ``after``, each
-    as its AlertRead JSON."""
+    pages: PageCache,
+) -> bytes:
+    """The page of up to ``limit`` alerts of the caller's teams in triage order after ``after``,
+    as the response body; a first page from ``pages`` while no alert has changed."""
     teams = principal.team_filter()
     values: dict[str, Any] = {"limit": limit + 1}
     if teams is not None:
@@ -295,7 +298,16 @@ async def queue(
     if after:
         values.update((f"after_{c.key}", v) for c, v in zip(QUEUE_ORDER, after, strict=True))
     shape = (None if teams is None else len(teams), where.team is not None, filters, bool(after))
-    return await first_column(conn, _queue_query(*shape), values)
+    query = _queue_query(*shape)
+    if after:
+        return json_page(await first_column(conn, query, values), limit, queue_key)
+    key = (shape, *values.items())
+    (version,) = await first_column(conn, latest_event, {})
+    body = pages.get(key, version)
+    if body is None:
+        body = json_page(await first_column(conn, query, values), limit, queue_key)
+        pages.put(key, version, body)
+    return body
 
 
 async def summary(session: AsyncSession, principal: Principal, team: str | None) -> SummaryCounts:
