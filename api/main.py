@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 
 import anyio
 from fastapi import FastAPI, Request
@@ -16,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from api import errors, metrics, openapi, pgconn
-from api.alerts.pages import PageCache
+from api.alerts.pages import PageCache, latest_event_id
 from api.alerts.router import router as alerts_router
 from api.alerts.stream import EventHub
 from api.audit.router import router as audit_router
@@ -59,7 +60,7 @@ def create_app(
         async with open_database(settings) as db:
             app.state.db = db
             # With the database: pages are labelled by its event ids.
-            app.state.alert_pages = PageCache()
+            app.state.alert_pages = PageCache(partial(latest_event_id, db))
             app.state.report_writer = writer = GroupWriter(db)
             try:
                 async with _jobs_and_feed(app, settings), _collector_tuned():

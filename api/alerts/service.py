@@ -24,10 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from api.alerts.events import event_row, write_events
 from api.alerts.models import OPEN_STATUSES, Alert, AlertEvent
-from api.alerts.pages import PageCache, latest_event
+from api.alerts.pages import PageCache
 from api.alerts.schemas import AlertEventRead, AlertRead, SummaryCounts
 from api.audit.service import record
-from api.db import first_column, insert_rows, utcnow
+from api.db import Database, first_column, insert_rows, utcnow
 from api.errors import Conflict, NotFound
 from api.pagination import json_page
 from api.rules.definitions import SEVERITY_RANK
@@ -278,7 +278,7 @@ def _queue_query(
 
 
 async def queue(
-    conn: AsyncConnection,
+    db: Database,
     principal: Principal,
     where: QueueFilter,
     limit: int,
@@ -298,15 +298,15 @@ async def queue(
     if after:
         values.update((f"after_{c.key}", v) for c, v in zip(QUEUE_ORDER, after, strict=True))
     shape = (None if teams is None else len(teams), where.team is not None, filters, bool(after))
-    query = _queue_query(*shape)
-    if after:
-        return json_page(await first_column(conn, query, values), limit, queue_key)
     key = (shape, *values.items())
-    (version,) = await first_column(conn, latest_event, {})
-    body = pages.get(key, version)
+    version = None if after else await pages.version()
+    body = None if after else pages.get(key, version)
     if body is None:
-        body = json_page(await first_column(conn, query, values), limit, queue_key)
-        pages.put(key, version, body)
+        async with db.read_connection() as conn:
+            documents = await first_column(conn, _queue_query(*shape), values)
+        body = json_page(documents, limit, queue_key)
+        if not after:
+            pages.put(key, version, body)
     return body
 
 

@@ -4,7 +4,9 @@ process made the change."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from api.alerts.models import Alert
+from api.alerts.pages import PageCache
 from api.db import utcnow
 from api.notifications.jobs import escalate_and_mark_overdue
 from tests.alerts.helpers import WINDOWS
@@ -140,3 +143,102 @@ def test_a_change_made_by_another_process_shows_on_the_next_first_page(
         )
         assert response.status_code == 201, response.text
         assert listed(client, nurse, alert_id)["severity"] == "emergency"
+
+
+@pytest.mark.committed
+def test_first_pages_asked_for_at_once_each_see_what_was_committed_before(
+    world: World, tokens: Tokens, database_url: str
+) -> None:
+    """Many first pages at once share reads of the latest event id; each must still show every
+    change that was committed before it was asked for (its client's own report, here)."""
+    patients = [world.patient("onc-a")["id"] for _ in range(8)]
+    nurse = tokens.clinician("onc-a")
+
+    with live_server(database_url) as base_url:
+
+        def report_then_read(patient_id: str) -> list[int]:
+            seen = []
+            with httpx.Client(base_url=base_url, timeout=30) as http:
+                for _ in range(6):
+                    response = http.post(
+                        f"/v1/patients/{patient_id}/reports",
+                        json=report_body(vitals=URGENT),
+                        headers=tokens.patient(patient_id),
+                    )
+                    assert response.status_code == 201, response.text
+                    page = http.get("/v1/alerts", headers=nurse, params={"limit": 100})
+                    assert page.status_code == 200, page.text
+                    (alert,) = [a for a in page.json()["items"] if a["patient_id"] == patient_id]
+                    seen.append(alert["occurrences"])
+            return seen
+
+        with ThreadPoolExecutor(max_workers=len(patients)) as pool:
+            assert list(pool.map(report_then_read, patients)) == [[1, 2, 3, 4, 5, 6]] * 8
+
+
+class Reads:
+    """A stand-in for the database's latest event id: read n answers n when released."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.release: list[asyncio.Event] = []
+        self.fail = False
+        self.another = asyncio.Event()
+
+    async def __call__(self) -> int:
+        self.started += 1
+        self.another.set()
+        n = self.started
+        released = asyncio.Event()
+        self.release.append(released)
+        await released.wait()
+        if self.fail:
+            raise OSError("the database went away")
+        return n
+
+    async def until_started(self, n: int) -> None:
+        while self.started < n:
+            self.another.clear()
+            await self.another.wait()
+
+
+def test_a_version_asked_for_during_a_read_waits_for_the_next_read() -> None:
+    async def scenario() -> None:
+        reads = Reads()
+        pages = PageCache(reads)
+        first = [asyncio.create_task(pages.version()) for _ in range(3)]
+        await reads.until_started(1)
+        # Asked while read 1 runs: it may have started before a change these callers made.
+        later = [asyncio.create_task(pages.version()) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert reads.started == 1
+        reads.release[0].set()
+        assert [await t for t in first] == [1, 1, 1]
+        await reads.until_started(2)
+        reads.release[1].set()
+        assert [await t for t in later] == [2, 2, 2]
+        assert reads.started == 2
+
+    asyncio.run(asyncio.wait_for(scenario(), 5))
+
+
+def test_a_failed_read_fails_its_waiters_and_the_next_caller_reads_again() -> None:
+    async def scenario() -> None:
+        reads = Reads()
+        pages = PageCache(reads)
+        reads.fail = True
+        waiting = [asyncio.create_task(pages.version()) for _ in range(2)]
+        gone = asyncio.create_task(pages.version())
+        await reads.until_started(1)
+        gone.cancel()  # a client that went away cancels nobody else's read
+        reads.release[0].set()
+        for task in waiting:
+            with pytest.raises(OSError):
+                await task
+        reads.fail = False
+        again = asyncio.create_task(pages.version())
+        await reads.until_started(2)
+        reads.release[1].set()
+        assert await again == 2
+
+    asyncio.run(asyncio.wait_for(scenario(), 5))
