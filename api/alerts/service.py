@@ -298,15 +298,20 @@ async def queue(
     if after:
         values.update((f"after_{c.key}", v) for c, v in zip(QUEUE_ORDER, after, strict=True))
     shape = (None if teams is None else len(teams), where.team is not None, filters, bool(after))
-    key = (shape, *values.items())
-    version = None if after else await pages.version()
-    body = None if after else pages.get(key, version)
-    if body is None:
+
+    async def read() -> bytes:
         async with db.read_connection() as conn:
             documents = await first_column(conn, _queue_query(*shape), values)
-        body = json_page(documents, limit, queue_key)
-        if not after:
-            pages.put(key, version, body)
+        return json_page(documents, limit, queue_key)
+
+    if after:
+        return await read()
+    key = (shape, *values.items())
+    version = await pages.version()
+    body = pages.get(key, version)
+    if body is None:
+        body = await read()
+        pages.put(key, version, body)
     return body
 
 
