@@ -24,6 +24,7 @@ Condition grammar (one key family per node):
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -73,14 +74,15 @@ class _Compare(_Node):
             raise ValueError("a comparison needs exactly one of gte, gt, lte, lt, eq")
         return self
 
-    @property
+    # Cached: the engine asks for both on every leaf of every report (the model is frozen).
+    @cached_property
     def op(self) -> Comparator:
         for op in ("gte", "gt", "lte", "lt", "eq"):
             if getattr(self, op) is not None:
                 return op  # type: ignore[return-value]
         raise AssertionError("validated")
 
-    @property
+    @cached_property
     def value(self) -> float:
         return float(getattr(self, self.op))
 

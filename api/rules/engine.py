@@ -191,13 +191,27 @@ def rule_applies_to(rule: RuleDef, drug_code: str, drug_class: str) -> bool:
     return drug_code in scope.drugs or drug_class in scope.drug_classes
 
 
-def _scope_drugs(rule: RuleDef, on: list[Therapy]) -> list[str] | None:
+def _scope_drugs(rule: RuleDef, on: _On) -> list[str] | None:
     """The patient's drugs that bring this rule into play, or None when the rule does not apply
     (a global rule without a scope applies to every patient, on a drug or not)."""
-    hits = sorted({t.drug_code for t in on if rule_applies_to(rule, t.drug_code, t.drug_class)})
-    if hits or (rule.drug is None and not rule.scope.drugs and not rule.scope.drug_classes):
-        return hits
-    return None
+    if rule.drug is not None:
+        return [rule.drug] if rule.drug in on.drugs else None
+    scope = rule.scope
+    if not scope.drugs and not scope.drug_classes:
+        return on.codes
+    hits = sorted(
+        {t.drug_code for t in on.therapies if rule_applies_to(rule, t.drug_code, t.drug_class)}
+    )
+    return hits or None
+
+
+@dataclass(frozen=True, slots=True)
+class _On:
+    """What the patient is on at a report's day, with one watch window."""
+
+    therapies: list[Therapy]
+    drugs: frozenset[str]
+    codes: list[str]  # ``drugs`` sorted
 
 
 # --- baseline weight per course (CLINICAL.md "Baseline weight") -------------------------------
@@ -505,88 +519,109 @@ Grounds = RuleGrounds | EscalationGrounds
 # --- the evaluator -----------------------------------------------------------------------------
 
 
-def _match(cond: Condition, env: _Env) -> tuple[bool, list[Hit]]:
-    if isinstance(cond, AllCond):
+def _match(cond: Condition, env: _Env) -> list[Hit]:
+    """The hits of a matching condition (in an ``any`` node, of every matching child); []
+    when it does not match."""
+    if type(cond) is AllCond:
         hits: list[Hit] = []
         for child in cond.all:
-            ok, found = _match(child, env)
-            if not ok:
-                return False, []
+            found = _match(child, env)
+            if not found:
+                return []
             hits += found
-        return True, hits
-    if isinstance(cond, AnyCond):
+        return hits
+    if type(cond) is AnyCond:
         hits = []
-        for child in cond.any:  # no short cut: record every matching child
-            ok, found = _match(child, env)
-            if ok:
-                hits += found
-        return bool(hits), hits
-    hits = _hits(cond, env)
-    return bool(hits), hits
+        for child in cond.any:  # no short cut: every matching child
+            hits += _match(child, env)
+        return hits
+    return _LEAVES[type(cond)](cond, env)
 
 
-def _hits(cond: Condition, env: _Env) -> list[Hit]:
-    """A matching leaf's hits (one per matching symptom), [] when it does not match."""
+# A matching leaf's hits (one per matching symptom), [] when it does not match.
+
+
+def _symptom_hits(cond: SymptomCond, env: _Env) -> list[Hit]:
+    report = env.report
+    if cond.symptom in ("*", "@serious"):
+        left_out = set(cond.except_ or ())
+        codes = sorted(c for c in report.symptoms if c not in left_out)
+    elif cond.symptom in report.symptoms:
+        codes = [cond.symptom]
+    else:
+        return []
+    serious_only = cond.symptom == "@serious" or bool(cond.serious)
+    if serious_only:
+        by_drug = env.context.serious_by_drug
+        serious = {d: by_drug.get(d, frozenset()) for d in env.scope_drugs}
+        codes = [c for c in codes if any(c in s for s in serious.values())]
+    compare, threshold = OPS[cond.op], cond.value
+    hits: list[Hit] = []
+    for code in codes:
+        grade = report.symptoms[code]
+        if compare(grade, threshold):
+            serious_for: tuple[str, ...] | None = None
+            if serious_only:
+                serious_for = tuple(d for d in env.scope_drugs if code in serious[d])
+            hits.append(SymptomHit(code, grade, cond.op, threshold, serious_for))
+    return hits
+
+
+def _vital_hits(cond: VitalCond, env: _Env) -> list[Hit]:
+    value = env.report.vitals.get(cond.vital)
+    if value is None or not OPS[cond.op](value, cond.value):
+        return []
+    return [VitalHit(cond.vital, value, cond.op, cond.value)]
+
+
+def _metric_hits(cond: MetricCond, env: _Env) -> list[Hit]:  # weight_gain_pct, the only metric
+    weight = env.report.vitals.get("weight_kg")
+    if weight is None:
+        return []
+    baseline = env.baseline()
+    if baseline is None or baseline.weight_kg <= 0:
+        return []
+    # Rounded so that a weight exactly at a threshold is not lost to float noise.
+    pct = round((weight - baseline.weight_kg) / baseline.weight_kg * 100, 4)
+    if not OPS[cond.op](pct, cond.value):
+        return []
+    return [MetricHit(cond.metric, round(pct, 2), cond.op, cond.value, weight, baseline)]
+
+
+def _worsening_hits(cond: WorseningCond, env: _Env) -> list[Hit]:
     report, context = env.report, env.context
-    if isinstance(cond, SymptomCond):
-        op, threshold = cond.op, cond.value
-        if cond.symptom in ("*", "@serious"):
-            left_out = set(cond.except_ or ())
-            codes = sorted(c for c in report.symptoms if c not in left_out)
-        else:
-            codes = [cond.symptom] if cond.symptom in report.symptoms else []
-        serious_only = cond.symptom == "@serious" or bool(cond.serious)
-        if serious_only:
-            serious = {d: context.serious_by_drug.get(d, frozenset()) for d in env.scope_drugs}
-            codes = [c for c in codes if any(c in s for s in serious.values())]
-        hits: list[Hit] = []
-        for code in codes:
-            grade = report.symptoms[code]
-            if OPS[op](grade, threshold):
-                serious_for: tuple[str, ...] | None = None
-                if serious_only:
-                    serious_for = tuple(d for d in env.scope_drugs if code in serious[d])
-                hits.append(SymptomHit(code, grade, op, threshold, serious_for))
-        return hits
-    if isinstance(cond, VitalCond):
-        value = report.vitals.get(cond.vital)
-        if value is None or not OPS[cond.op](value, cond.value):
-            return []
-        return [VitalHit(cond.vital, value, cond.op, cond.value)]
-    if isinstance(cond, MetricCond):  # weight_gain_pct, the only metric
-        weight = report.vitals.get("weight_kg")
-        if weight is None:
-            return []
-        baseline = env.baseline()
-        if baseline is None or baseline.weight_kg <= 0:
-            return []
-        # Rounded so that a weight exactly at a threshold is not lost to float noise.
-        pct = round((weight - baseline.weight_kg) / baseline.weight_kg * 100, 4)
-        if not OPS[cond.op](pct, cond.value):
-            return []
-        return [MetricHit(cond.metric, round(pct, 2), cond.op, cond.value, weight, baseline)]
-    if isinstance(cond, WorseningCond):
-        by, days = cond.worsening.by, cond.worsening.within_days
-        since = report.recorded_at - timedelta(days=days)
-        hits = []
-        for code, grade in sorted(report.symptoms.items()):
-            earlier = context.earlier.get(code)
-            if not earlier:
-                continue
-            start = bisect.bisect_left(earlier, since, key=time_of)
-            end = bisect.bisect_left(earlier, report.recorded_at, key=time_of)
-            if start == end:
-                continue
-            # The lowest grade; of its reports, the latest (the one a nurse would look up):
-            # min() keeps the first it meets, so it walks from the latest back.
-            lowest = min(reversed(earlier[start:end]), key=_grade_of)
-            if grade >= lowest.grade + by:
-                hits.append(WorseningHit(code, grade, lowest.grade, lowest.recorded_at, by, days))
-        return hits
-    if isinstance(cond, OnDrugCond):
-        drugs = tuple(code for code in cond.on_drug if code in env.on)
-        return [OnDrugHit(drugs)] if drugs else []
-    raise TypeError(f"unknown condition {type(cond).__name__}")  # pragma: no cover
+    by, days = cond.worsening.by, cond.worsening.within_days
+    since = report.recorded_at - timedelta(days=days)
+    hits: list[Hit] = []
+    for code, grade in sorted(report.symptoms.items()):
+        earlier = context.earlier.get(code)
+        if not earlier:
+            continue
+        start = bisect.bisect_left(earlier, since, key=time_of)
+        end = bisect.bisect_left(earlier, report.recorded_at, key=time_of)
+        if start == end:
+            continue
+        # The lowest grade; of its reports, the latest (the one a nurse would look up):
+        # min() keeps the first it meets, so it walks from the latest back.
+        lowest = min(reversed(earlier[start:end]), key=_grade_of)
+        if grade >= lowest.grade + by:
+            hits.append(WorseningHit(code, grade, lowest.grade, lowest.recorded_at, by, days))
+    return hits
+
+
+def _on_drug_hits(cond: OnDrugCond, env: _Env) -> list[Hit]:
+    drugs = tuple(code for code in cond.on_drug if code in env.on)
+    return [OnDrugHit(drugs)] if drugs else []
+
+
+# By the leaf's own class: a rule's leaves are met on every report, an isinstance chain each.
+_LEAVES: dict[type, Callable[[Any, _Env], list[Hit]]] = {
+    SymptomCond: _symptom_hits,
+    VitalCond: _vital_hits,
+    MetricCond: _metric_hits,
+    WorseningCond: _worsening_hits,
+    OnDrugCond: _on_drug_hits,
+}
 
 
 def _causes(finding: Finding) -> frozenset[str]:
@@ -605,18 +640,18 @@ def _evaluate_rule(
     report: ReportInput,
     context: PatientContext,
     policy: Policy,
-    on: tuple[list[Therapy], frozenset[str]],
+    on: _On,
 ) -> Finding | None:
-    """``on``: the therapies the patient is on with the rule's watch window, and their drugs."""
+    """``on``: what the patient is on with the rule's watch window."""
     rule = versioned.rule
-    scope_drugs = _scope_drugs(rule, on[0])
+    scope_drugs = _scope_drugs(rule, on)
     if scope_drugs is None:
         return None
     scoped = bool(rule.scope.drugs or rule.scope.drug_classes)
     env = _Env(
         report,
         context,
-        on[1],
+        on.drugs,
         tuple(scope_drugs),
         # A scoped global rule measures from the course of the patient's first drug in scope.
         baseline_drug=rule.drug or (scope_drugs[0] if scoped and scope_drugs else None),
@@ -625,9 +660,9 @@ def _evaluate_rule(
 
     best: tuple[int, Branch, list[Hit]] | None = None
     for index, branch in enumerate(rule.branches):
-        ok, hits = _match(branch.when, env)
+        hits = _match(branch.when, env)
         # Ties go to the first listed branch.
-        if ok and (best is None or branch.severity.rank > best[1].severity.rank):
+        if hits and (best is None or branch.severity.rank > best[1].severity.rank):
             best = (index, branch, hits)
     if best is None:
         return None
@@ -720,7 +755,7 @@ def evaluate(
     day = report.recorded_at.date()
     carried = _carried(report)
     # The rules share a few watch windows: what the patient is on, once per window.
-    on_drugs: dict[int, tuple[list[Therapy], frozenset[str]]] = {}
+    on_drugs: dict[int, _On] = {}
     found = []
     for versioned in rules:
         if versioned.needs is not None and versioned.needs.isdisjoint(carried):
@@ -728,7 +763,8 @@ def evaluate(
         watch_days = versioned.rule.watch_days
         if (on := on_drugs.get(watch_days)) is None:
             therapies = _on_drugs(context.therapies, day, watch_days)
-            on = on_drugs[watch_days] = (therapies, frozenset(t.drug_code for t in therapies))
+            drugs = frozenset(t.drug_code for t in therapies)
+            on = on_drugs[watch_days] = _On(therapies, drugs, sorted(drugs))
         if (finding := _evaluate_rule(versioned, report, context, policy, on)) is not None:
             found.append(finding)
     if not found:
@@ -745,7 +781,7 @@ def evaluate(
 
 # --- what a report must carry for a rule to fire ----------------------------------------------
 
-# A leaf matches only when the report carries what it looks at (``_hits``): a symptom code, a
+# A leaf matches only when the report carries what it looks at (``_match``): a symptom code, a
 # vital, or for "*", "@serious" and worsening, any symptom at all.
 _ANY_SYMPTOM = "symptom:*"
 
