@@ -20,11 +20,14 @@ import psycopg
 from fastapi import Depends, Request
 from pydantic_core import to_json
 from sqlalchemy import (
+    ARRAY,
     JSON,
+    ColumnElement,
     DateTime,
     Engine,
     MetaData,
     Select,
+    bindparam,
     create_engine,
     event,
     insert,
@@ -42,8 +45,11 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from api import pgconn
@@ -86,6 +92,35 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class _one_of(FunctionElement[bool]):
+    # Untyped: a Boolean function would be compared with 1 on SQLite, out of an index's reach.
+    inherit_cache = True
+
+
+def one_of(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """``column IN (...)`` for the list given as the parameter ``name``.
+
+    PostgreSQL gets ``column = ANY(:name)``, the list bound as one array: the statement's text
+    is the same whatever the list's length, so that it is prepared and planned once, where an
+    expanded ``IN`` is a statement of its own for every length (parsed and planned again until
+    each has run five times). SQLite expands the list.
+    """
+    return _one_of(column, bindparam(name, type_=ARRAY(column.type)))
+
+
+@compiles(_one_of, "postgresql")
+def _one_of_pg(element: _one_of, compiler: SQLCompiler, **kw: Any) -> str:
+    column, values = element.clauses
+    return f"{compiler.process(column, **kw)} = ANY({compiler.process(values, **kw)})"
+
+
+@compiles(_one_of)
+def _one_of_expanded(element: _one_of, compiler: SQLCompiler, **kw: Any) -> str:
+    column, values = element.clauses
+    expanded = bindparam(values.key, type_=column.type, expanding=True)
+    return compiler.process(column.in_(expanded), **kw)
 
 
 class Base(DeclarativeBase):

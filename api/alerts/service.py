@@ -12,10 +12,10 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
-    Uuid,
     bindparam,
     false,
     func,
+    literal_column,
     select,
     tuple_,
     update,
@@ -27,7 +27,7 @@ from api.alerts.models import OPEN_STATUSES, Alert, AlertEvent
 from api.alerts.pages import PageCache
 from api.alerts.schemas import AlertEventRead, AlertRead, SummaryCounts
 from api.audit.service import record
-from api.db import Database, first_column, insert_rows, utcnow
+from api.db import Database, first_column, insert_rows, one_of, utcnow
 from api.errors import Conflict, NotFound
 from api.pagination import json_page
 from api.rules.definitions import SEVERITY_RANK
@@ -57,9 +57,11 @@ _MUTABLE = (
 _open_episodes = (
     select(alerts)
     .where(
-        alerts.c.patient_id.in_(bindparam("patient_ids", type_=Uuid, expanding=True)),
-        alerts.c.status.in_(OPEN_STATUSES),
-        alerts.c.rule_id.in_(bindparam("rule_ids", expanding=True)),
+        one_of(alerts.c.patient_id, "patient_ids"),
+        # Written out, not bound: PostgreSQL then matches it to the partial index of open
+        # episodes in any plan, the prepared statement's generic one included.
+        alerts.c.status.in_([literal_column(f"'{status}'") for status in OPEN_STATUSES]),
+        one_of(alerts.c.rule_id, "rule_ids"),
     )
     # A nurse resolving the alert right now must not have it absorb this report: the lock
     # makes the resolve either land first (we then open a new episode) or wait.

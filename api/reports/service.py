@@ -37,7 +37,7 @@ from api.alerts.schemas import AlertRead
 from api.alerts.service import alerts_of_report, raise_alerts
 from api.audit.service import audit_rows, write_rows
 from api.catalog.service import EvaluationCatalog, catalog_revision, evaluation_catalog
-from api.db import UTCDateTime, insert_rows, utcnow
+from api.db import UTCDateTime, insert_rows, one_of, utcnow
 from api.errors import AppError, Conflict, Invalid, NotFound, validation_errors
 from api.patients.models import Patient, Therapy
 from api.reports.models import Report, ReportSymptom
@@ -69,7 +69,6 @@ EARLIEST_REPORT = timedelta(days=366)
 # The ingest path's statements are built once: building a statement costs about as much Python
 # as executing it. Each serves every patient of a group of reports at once, and a group reads
 # in two round trips: the lock (with the therapies), then its context (``_context_query``).
-_patient_ids = bindparam("patient_ids", type_=Uuid, expanding=True)
 _lock = (
     select(
         patients.c.id,
@@ -82,7 +81,7 @@ _lock = (
         catalog_revision().label("revision"),
     )
     .select_from(patients.outerjoin(therapies, therapies.c.patient_id == patients.c.id))
-    .where(patients.c.id.in_(_patient_ids))
+    .where(one_of(patients.c.id, "patient_ids"))
     # One lock order for every transaction: two groups that share patients cannot deadlock.
     .order_by(patients.c.id)
     .with_for_update(of=patients)
@@ -127,7 +126,7 @@ _stored = select(
         report_id=reports.c.id,
     )
 ).where(
-    reports.c.patient_id.in_(_patient_ids),
+    one_of(reports.c.patient_id, "patient_ids"),
     reports.c.client_report_id.in_(bindparam("keys", expanding=True)),
 )
 

@@ -11,13 +11,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from api.alerts.models import Alert
 from api.main import create_app
 from api.reports.models import Report
 from tests.conftest import Tokens, World, db_execute, engine_of, make_settings, report_body
-from tests.groups import send_as_group
+from tests.groups import Send, send_as_group
 
 
 def _stored(client: TestClient, patient_id: str) -> int:
@@ -49,6 +49,46 @@ def test_reports_that_queue_together_are_written_in_one_transaction(
         assert _stored(client, patient["id"]) == 1
         # fever 39.2 °C on aldesleukin: each report raised its own patient's alert
         assert {a["patient_id"] for a in response.json()["alerts"]} == {patient["id"]}
+
+
+def test_a_group_on_postgresql_sends_the_same_statements_for_one_patient_or_many(
+    world: World, client: TestClient, tokens: Tokens
+) -> None:
+    """PostgreSQL prepares each statement of a group once: the patients, report keys and rule
+    ids are bound as arrays, so one patient's group and three patients' send the same texts.
+    SQLite spells a list out, one placeholder an item."""
+    path = "/v1/patients/{}/reports"
+    a, b, c, d, e = (world.patient(drugs=("aldesleukin",)) for _ in range(5))
+
+    def send(patient: dict[str, Any]) -> Send:
+        # fever 39.2 °C on aldesleukin: an alert, so the open episodes are read and written too
+        body = report_body({"fever": 3}, {"temperature_c": 39.2})
+        return (path.format(patient["id"]), body, tokens.patient(patient["id"]))
+
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not conn.get_execution_options().get("event_hub") and "SAVEPOINT" not in statement:
+            statements.append(statement)
+
+    engine = client.app.state.db.engine.sync_engine  # type: ignore[attr-defined]
+    send_as_group(client, send(a), [])  # the catalog read once, before what is compared
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        send_as_group(client, send(b), [])
+        responses, transactions = send_as_group(client, send(c), [send(d), send(e)])
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    assert [r.status_code for r in responses] == [201] * 3, [r.text for r in responses]
+    assert transactions == 2  # c alone, then d and e together
+    # Each transaction begins with the patients' lock.
+    starts = [i for i, s in enumerate(statements) if "FROM patients LEFT OUTER JOIN" in s]
+    assert len(starts) == 3, statements
+    one, group = statements[: starts[1]], statements[starts[2] :]
+    assert len(one) == len(group) >= 8, (one, group)
+    postgres = client.app.state.db.dialect == "postgresql"  # type: ignore[attr-defined]
+    assert (one == group) is postgres, [(x, y) for x, y in zip(one, group, strict=True) if x != y]
 
 
 def test_a_failing_report_in_a_group_loses_no_other(
