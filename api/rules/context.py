@@ -49,24 +49,6 @@ class History:
         if weight_kg is not None:
             self.add_weight(weight_kg, at)
 
-    def earlier(
-        self, before: datetime, window: timedelta, codes: Collection[str]
-    ) -> dict[str, list[PriorGrade]]:
-        """Grades of ``codes`` reported in [before - window, before)."""
-        found = {}
-        for code in codes:
-            times = self._times.get(code)
-            if not times:
-                continue
-            lo = bisect.bisect_left(times, before - window)
-            hi = bisect.bisect_left(times, before, lo)
-            if lo < hi:
-                found[code] = self._grades[code][lo:hi]
-        return found
-
-    def weights_before(self, before: datetime) -> list[Weight]:
-        return self._weights[: bisect.bisect_left(self._weights, before, key=time_of)]
-
     def context(
         self,
         at: datetime,
@@ -78,12 +60,18 @@ class History:
         serious_by_drug: Mapping[str, frozenset[str]],
         symptom_names: Mapping[str, str],
     ) -> PatientContext:
-        """The context of a report at ``at`` of the symptoms ``codes``: what came before it."""
+        """The context of a report at ``at`` of the symptoms ``codes``.
+
+        The history's own lists, not copies cut to what came before ``at``: the engine finds
+        that part by bisection, and a batch's report would otherwise copy every grade in the
+        look-back window, for each of its symptoms. Valid until the next ``add_*``.
+        """
+        grades = self._grades
         return PatientContext(
             therapies=therapies,
             baseline_weight_kg=baseline_weight_kg,
-            earlier=self.earlier(at, window, codes) if window else {},
-            weights=self.weights_before(at),
+            earlier={code: grades[code] for code in codes if code in grades} if window else {},
+            weights=self._weights,
             serious_by_drug=serious_by_drug,
             symptom_names=symptom_names,
         )

@@ -64,11 +64,13 @@ class PatientContext:
     therapies: Sequence[Therapy] = ()
     # The weight recorded on the patient's record (``baseline_weight_kg``), if any.
     baseline_weight_kg: float | None = None
-    # Grades of the report's symptoms reported before it, within the trend rules' look-back,
-    # oldest first; the trend rules compare nothing else.
+    # Grades of the report's symptoms, oldest first: at least those reported within the trend
+    # rules' look-back before it (the trend rules compare nothing else). Grades from the report's
+    # time on may follow; the engine only looks before it.
     earlier: Mapping[str, Sequence[PriorGrade]] = field(default_factory=dict)
-    # Weights reported before this report, oldest first: at least those from 7 days before the
-    # start of each course a weight rule may look at (see ``course_baseline``).
+    # Weights reported, oldest first: at least those from 7 days before the start of each course
+    # a weight rule may look at (see ``course_baseline``). As for ``earlier``, weights from the
+    # report's time on may follow.
     weights: Sequence[Weight] = ()
     # drug code -> symptom codes that are `serious` for that drug.
     serious_by_drug: Mapping[str, frozenset[str]] = field(default_factory=dict)

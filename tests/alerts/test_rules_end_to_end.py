@@ -543,6 +543,32 @@ def test_batch_is_evaluated_in_recorded_at_order(world: World, client: Any, toke
     assert alerts[0]["report_id"] == results[0]["report_id"]
 
 
+def test_worsening_in_a_batch_never_looks_at_a_grade_recorded_after_the_report(
+    world: World, client: Any, tokens: Any
+) -> None:
+    """The grades read for a batch reach to its last report: a report earlier in the batch is
+    still compared only with what came before it."""
+    patient = world.patient()
+    now = datetime.now(UTC)
+    world.report(patient["id"], symptoms={"nausea": 0}, recorded_at=now - timedelta(hours=2))
+    first = report_body({"nausea": 2}, recorded_at=now - timedelta(hours=3))
+    last = report_body({"nausea": 2}, recorded_at=now - timedelta(hours=1))
+    response = client.post(
+        f"/v1/patients/{patient['id']}/reports/batch",
+        json={"reports": [first, last]},
+        headers=tokens.patient(patient["id"]),
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    alerts = client.get("/v1/alerts", headers=tokens.admin()).json()["items"]
+    # Only the last report rose two grades over one before it (the grade 0 of 2 hours ago).
+    [alert] = alerts
+    assert (alert["rule_id"], alert["occurrences"]) == ("worsening", 1), alert
+    assert alert["report_id"] == results[1]["report_id"]
+    [matched] = alert["evidence"]["matched"]
+    assert (matched["grade"], matched["lowest_grade"]) == (2, 0)
+
+
 def test_worsening_uses_recorded_at_order_not_arrival_order(world: World) -> None:
     """A report synced late (recorded earlier) is compared with what came before it."""
     patient = world.patient()
