@@ -324,6 +324,20 @@ def report_body(
     return body
 
 
+def post_batch(
+    client: TestClient, tokens: Tokens, patient_id: str, items: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The patient's app sends ``items`` as one batch; the per-item results."""
+    response = client.post(
+        f"/v1/patients/{patient_id}/reports/batch",
+        json={"reports": items},
+        headers=tokens.patient(patient_id),
+    )
+    assert response.status_code == 200, response.text
+    results: list[dict[str, Any]] = response.json()["results"]
+    return results
+
+
 @pytest.fixture
 def world(client: TestClient, tokens: Tokens) -> World:
     return World(client, tokens)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.alerts.helpers import WINDOWS, by_rule, highest, holds, ts
-from tests.conftest import World, report_body
+from tests.conftest import World, post_batch, report_body
 
 IFN = "interferon_alfa_2b"
 NORMAL = {
@@ -530,13 +530,7 @@ def test_batch_is_evaluated_in_recorded_at_order(world: World, client: Any, toke
     now = datetime.now(UTC)
     later = report_body({"fatigue": 2}, recorded_at=now - timedelta(minutes=1))
     earlier = report_body({"fatigue": 0}, recorded_at=now - 3 * DAY)
-    response = client.post(
-        f"/v1/patients/{patient['id']}/reports/batch",
-        json={"reports": [later, earlier]},
-        headers=tokens.patient(patient["id"]),
-    )
-    assert response.status_code == 200, response.text
-    results = response.json()["results"]
+    results = post_batch(client, tokens, patient["id"], [later, earlier])
     assert [r["status"] for r in results] == ["created", "created"]
     alerts = client.get("/v1/alerts", headers=tokens.admin()).json()["items"]
     assert [(a["rule_id"], a["severity"]) for a in alerts] == [("worsening", "routine")]
@@ -553,13 +547,7 @@ def test_worsening_in_a_batch_never_looks_at_a_grade_recorded_after_the_report(
     world.report(patient["id"], symptoms={"nausea": 0}, recorded_at=now - timedelta(hours=2))
     first = report_body({"nausea": 2}, recorded_at=now - timedelta(hours=3))
     last = report_body({"nausea": 2}, recorded_at=now - timedelta(hours=1))
-    response = client.post(
-        f"/v1/patients/{patient['id']}/reports/batch",
-        json={"reports": [first, last]},
-        headers=tokens.patient(patient["id"]),
-    )
-    assert response.status_code == 200, response.text
-    results = response.json()["results"]
+    results = post_batch(client, tokens, patient["id"], [first, last])
     alerts = client.get("/v1/alerts", headers=tokens.admin()).json()["items"]
     # Only the last report rose two grades over one before it (the grade 0 of 2 hours ago).
     [alert] = alerts

@@ -13,7 +13,7 @@ from sqlalchemy import event, func, select
 
 from api.reports import service
 from api.reports.models import Report
-from tests.conftest import Tokens, World, db_execute, report_body
+from tests.conftest import Tokens, World, db_execute, post_batch, report_body
 from tests.live_server import live_server
 
 NOW = datetime.now(UTC)
@@ -25,18 +25,6 @@ def post(
     return client.post(
         f"/v1/patients/{patient_id}/reports", json=body, headers=tokens.patient(patient_id)
     )
-
-
-def post_batch(
-    client: TestClient, tokens: Tokens, patient_id: str, items: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    response = client.post(
-        f"/v1/patients/{patient_id}/reports/batch",
-        json={"reports": items},
-        headers=tokens.patient(patient_id),
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["results"]
 
 
 def stored_count(client: TestClient, patient_id: str) -> int:
