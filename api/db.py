@@ -52,7 +52,7 @@ from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
-from api import pgconn
+from api import pgconn, sqlite_inline
 from api.settings import DatabaseSettings
 
 try:
@@ -248,9 +248,10 @@ def async_url(url: str) -> URL:
     return parsed.set(drivername="postgresql+psycopg")
 
 
-def make_async_engine(settings: DatabaseSettings) -> AsyncEngine:
-    """The service's one engine. Its pool waits on the event loop: a request waiting for a
-    connection or for the database holds no thread."""
+def make_async_engine(settings: DatabaseSettings, *, inline: bool = False) -> AsyncEngine:
+    """An engine of the service. Its pool waits on the event loop: a request waiting for a
+    connection or for the database holds no thread. ``inline``: SQLite's statements run on the
+    event loop's thread (``api.sqlite_inline``), for its writers."""
     url = async_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
         # An in-memory database lives in one connection: no pool to size there.
@@ -263,7 +264,10 @@ def make_async_engine(settings: DatabaseSettings) -> AsyncEngine:
                 "pool_timeout": settings.db_pool_timeout,
             }
         )
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **pool)
+        connect_args: dict[str, Any] = {"timeout": 30}
+        if inline:
+            connect_args["async_creator_fn"] = sqlite_inline.connect
+        engine = create_async_engine(url, connect_args=connect_args, **pool)
         _configure_sqlite(engine.sync_engine)
         return engine
     options = _server_options(settings)
@@ -441,6 +445,12 @@ class Database:
     def __init__(self, settings: DatabaseSettings, bind: AsyncConnection | None = None) -> None:
         self.engine = make_async_engine(settings) if bind is None else bind.engine
         self.dialect = self.engine.dialect.name
+        path = self.engine.url.database
+        on_file = self.dialect == "sqlite" and bind is None and path not in (None, "", ":memory:")
+        # SQLite's writers take their turn across the processes, one at a time: their statements
+        # run on the event loop, not one hop to aiosqlite's thread and back each, which made
+        # every turn, and so every process's wait for the next, longer (api.sqlite_inline).
+        self._writes = make_async_engine(settings, inline=True) if on_file else self.engine
         # PostgreSQL under READ COMMITTED gives every statement its own snapshot anyway:
         # autocommit saves a read its BEGIN and COMMIT round trips. SQLite keeps a deferred
         # transaction, which under WAL runs beside the one writer.
@@ -460,7 +470,7 @@ class Database:
             )
             capacity = 1
         else:
-            self.writer = async_sessionmaker(self.engine, expire_on_commit=False)
+            self.writer = async_sessionmaker(self._writes, expire_on_commit=False)
             self.reader = async_sessionmaker(self._reads, expire_on_commit=False)
         self._bind = bind
         # The asyncio pool gives a returned connection to whoever asks first, so under load a
@@ -471,8 +481,6 @@ class Database:
         # of each holding a connection (and a place at the gate) while SQLite's busy handler
         # polls for the lock. Writers of other processes queue at the WriterFileLock.
         self._sqlite_writer = anyio.Lock() if self.dialect == "sqlite" and bind is None else None
-        path = self.engine.url.database
-        on_file = self._sqlite_writer is not None and bool(path) and path != ":memory:"
         self._sqlite_file = path if on_file else None
         self._file_lock = WriterFileLock(path) if path and on_file and fcntl is not None else None
         self.timeout = settings.db_pool_timeout
@@ -503,11 +511,13 @@ class Database:
         if path is None:
             return None
 
-        @event.listens_for(self.engine.sync_engine, "connect")
         def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
+
+        for engine in {self.engine, self._writes}:
+            event.listen(engine.sync_engine, "connect", _no_autocheckpoint)
 
         return asyncio.create_task(_checkpoint_every(path, CHECKPOINT_EVERY_S))
 
@@ -515,7 +525,8 @@ class Database:
     @asynccontextmanager
     async def rolled_back(cls, settings: DatabaseSettings) -> AsyncIterator[Database]:
         """A database whose every change is rolled back at the end (tests)."""
-        engine = make_async_engine(settings)
+        # SQLite: the writers' driver, which the tests then drive for reads and writes alike.
+        engine = make_async_engine(settings, inline=True)
         try:
             async with engine.connect() as conn:
                 outer = await conn.begin()
@@ -529,6 +540,8 @@ class Database:
     async def close(self) -> None:
         if self._bind is None:
             await self.engine.dispose()
+            if self._writes is not self.engine:
+                await self._writes.dispose()
 
     @asynccontextmanager
     async def turn(self, *, write: bool = False) -> AsyncIterator[None]:

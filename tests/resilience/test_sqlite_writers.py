@@ -1,5 +1,6 @@
-"""SQLite's writers (api/db.py): the writer file lock among worker processes, and the WAL
-checkpointed beside them rather than by a commit.
+"""SQLite's writers (api/db.py): the writer file lock among worker processes, the WAL
+checkpointed beside them rather than by a commit, and a writer's turn run without a hop to
+another thread per statement (api/sqlite_inline.py).
 
 Each app here stands for a worker process: its own Database, its own descriptor of the lock
 file. Runs on SQLite in both suites (a database file of its own).
@@ -13,13 +14,14 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import Engine, event, text
 
 from api.db import Database
 from api.main import create_app
@@ -138,15 +140,79 @@ def test_stored_reports_reach_the_database_file_without_a_commit_copying_them(
     )
     assert response.status_code == 201, response.text
     key = response.json()["client_report_id"]
-    # The service's connections never checkpoint; its background task does, every second.
-    autocheckpoint = client.portal.call(_autocheckpoint, client.app)  # type: ignore[union-attr]
-    assert autocheckpoint == 0
+    # The service's connections, readers' and writers', never checkpoint; its background task
+    # does, every second.
+    for autocheckpoint in client.portal.call(_autocheckpoint, client.app):  # type: ignore[union-attr]
+        assert autocheckpoint == 0
     deadline = time.monotonic() + 5
     while not _in_database_file(tmp_path / "writers.db", key):
         assert time.monotonic() < deadline, "the WAL was not checkpointed"
         time.sleep(0.1)
 
 
-async def _autocheckpoint(app: object) -> int:
-    async with app.state.db.read() as session:  # type: ignore[attr-defined]
-        return int((await session.execute(text("PRAGMA wal_autocheckpoint"))).scalar_one())
+async def _autocheckpoint(app: object) -> list[int]:
+    db: Database = app.state.db  # type: ignore[attr-defined]
+    found = []
+    for session in (db.read(), db.write()):
+        async with session as s:
+            found.append(int((await s.execute(text("PRAGMA wal_autocheckpoint"))).scalar_one()))
+    return found
+
+
+def test_a_writers_turn_runs_its_statements_without_giving_way_to_other_tasks(
+    served: tuple[TestClient, Tokens, dict[str, Any]],
+) -> None:
+    """Between BEGIN IMMEDIATE and COMMIT, SQLite's one writer runs its statements one after the
+    other: no other task of the process runs in its turn (as one would while each statement
+    went to aiosqlite's thread and came back through the event loop), so the other processes'
+    writers wait for SQLite's work only."""
+    client, tokens, patient = served
+    path = f"/v1/patients/{patient['id']}/reports/batch"
+    items = [
+        report_body({"fever": 2, "nausea": 1}, recorded_at=datetime.now(UTC) - timedelta(hours=h))
+        for h in (3, 2, 1)
+    ]
+    seen: list[tuple[str, int]] = []
+    ticks = 0
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        seen.append((sql.split(None, 1)[0].upper(), ticks))
+
+    def commit(_conn: Any) -> None:
+        seen.append(("COMMIT", ticks))
+
+    async def scenario() -> httpx.Response:
+        nonlocal ticks
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        transport = httpx.ASGITransport(client.app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            ticker = asyncio.create_task(tick())
+            try:
+                headers = tokens.patient(patient["id"])
+                return await http.post(path, json={"reports": items}, headers=headers)
+            finally:
+                ticker.cancel()
+
+    event.listen(Engine, "before_cursor_execute", statement)
+    event.listen(Engine, "commit", commit)
+    try:
+        response = client.portal.call(scenario)  # type: ignore[union-attr]
+    finally:
+        event.remove(Engine, "before_cursor_execute", statement)
+        event.remove(Engine, "commit", commit)
+    assert response.status_code == 200, response.text
+    assert [r["status"] for r in response.json()["results"]] == ["created"] * 3
+    kinds = [kind for kind, _ in seen]
+    begin = kinds.index("BEGIN")
+    turn = seen[begin : kinds.index("COMMIT", begin) + 1]
+    # the lock and context reads, the reports, their symptoms, alerts, audit and events
+    assert len(turn) >= 8, turn
+    assert {at for _, at in turn} == {turn[0][1]}, turn
+    # The ticker did run meanwhile: the request waited for the loop elsewhere.
+    assert ticks > turn[0][1] > 0
