@@ -4,7 +4,7 @@ import functools
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
@@ -12,23 +12,15 @@ from typing import Any, ClassVar
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import (
     ColumnElement,
-    CompoundSelect,
     Integer,
-    Select,
     Uuid,
-    and_,
     bindparam,
-    cast,
-    func,
-    literal_column,
-    null,
-    or_,
     select,
     text,
     tuple_,
-    union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import Executable
 
@@ -102,154 +94,86 @@ _LAYOUT = {
     "client_report_id": reports.c.client_report_id.type,
     "report_id": reports.c.id.type,
 }
-
-
-def _context_row(kind: int, **columns: Any) -> list[Any]:
-    return [
-        literal_column(str(kind)).label("kind"),
-        *(
-            (columns[name] if name in columns else cast(null(), type_)).label(name)
-            for name, type_ in _LAYOUT.items()
-        ),
-    ]
-
-
-# Read after the lock, never in the same statement: a statement that waited for the lock still
-# sees the snapshot it started with, without the report the lock holder just stored.
-_stored = select(
-    *_context_row(
-        STORED,
-        patient_id=reports.c.patient_id,
-        code=reports.c.body_hash,
-        severity=reports.c.advice_severity,
-        client_report_id=reports.c.client_report_id,
-        report_id=reports.c.id,
-    )
-).where(
-    one_of(reports.c.patient_id, "patient_ids"),
-    reports.c.client_report_id.in_(bindparam("keys", expanding=True)),
-)
-
-
-def _grades(patients: int) -> list[Select[Any]]:
-    """Grades the trend rules may look back to, for each of ``patients`` patients whose reports
-    were recorded in [first, last] (bind parameters ``graded_<i>``, ``since_<i>``, ``first_<i>``,
-    ``last_<i>``).
-
-    Only the group's own symptoms (``codes``): the trend rules compare nothing else. Before
-    ``first``, the latest time each (symptom, grade) was reported is enough: the lowest grade
-    in any window that starts after ``since`` is the lowest grade whose latest report falls in
-    it. From ``first`` on, every grade (the new reports fall in between them).
-    """
-    graded = report_symptoms.join(reports, reports.c.id == report_symptoms.c.report_id)
-    at = reports.c.recorded_at
-
-    def spans(start: str, end: str) -> ColumnElement[bool]:
-        return or_(
-            *(
-                and_(
-                    reports.c.patient_id == bindparam(f"graded_{i}", type_=Uuid),
-                    at >= bindparam(f"{start}_{i}", type_=at.type),
-                    at < bindparam(f"{end}_{i}", type_=at.type),
-                )
-                for i in range(patients)
-            )
-        )
-
-    codes = report_symptoms.c.symptom_code.in_(bindparam("codes", expanding=True))
-    columns = {
-        "patient_id": reports.c.patient_id,
-        "code": report_symptoms.c.symptom_code,
-        "grade": report_symptoms.c.grade,
-    }
-    return [
-        select(*_context_row(GRADE, at=func.max(at), **columns))
-        .select_from(graded)
-        .where(codes, spans("since", "first"))
-        .group_by(*columns.values()),
-        select(*_context_row(GRADE, at=at, **columns))
-        .select_from(graded)
-        .where(codes, spans("first", "last")),
-    ]
-
-
-_weighed = select(reports.c.patient_id, reports.c.recorded_at, reports.c.weight_kg).where(
-    reports.c.weight_kg.is_not(None)
-)
-
-
-def _course_weights(course: int) -> list[Select[Any]]:
-    """The weights a course baseline can rest on, for the ``course``-th (patient, course start,
-    end of the patient's reports) of a statement: the latest of the 7 days before the course
-    and the first in it.
-
-    Two rows a course, however long the course and however often the patient weighs in.
-    """
-    at = reports.c.recorded_at
-    mine = _weighed.where(reports.c.patient_id == bindparam(f"weighed_{course}", type_=Uuid))
-    start = bindparam(f"course_{course}", type_=at.type)
-    pre_dose = mine.where(at >= bindparam(f"pre_dose_{course}", type_=at.type), at < start)
-    first = mine.where(at >= start, at < bindparam(f"course_end_{course}", type_=at.type))
-    found = []
-    for weight in (
-        pre_dose.order_by(at.desc()).limit(1).subquery(),
-        first.order_by(at).limit(1).subquery(),
-    ):
-        columns = {"patient_id": weight.c.patient_id, "at": weight.c.recorded_at}
-        found.append(select(*_context_row(WEIGHT, kg=weight.c.weight_kg, **columns)))
-    return found
-
-
-# SQLite allows 500 terms in a compound SELECT: the stored keys and grades take three, each
-# course two. More courses than this (a hundred reports of patients on many drugs) take another
-# statement. A power of two: see ``_slots``.
-COURSES_PER_STATEMENT = 128
-
-
-@functools.lru_cache(maxsize=256)
-def _context_query(keys: bool, graded: int, courses: int) -> Select[Any] | CompoundSelect:
-    """The context statement of a group of this shape, built once: building a statement of
-    this size costs several times what executing it does. ``graded`` and ``courses`` are
-    powers of two (``_slots``), so that a few dozen shapes serve every group."""
-    parts = [_stored] if keys else []
-    parts += _grades(graded) if graded else []
-    parts += [weight for course in range(courses) for weight in _course_weights(course)]
-    return parts[0] if len(parts) == 1 else union_all(*parts)
-
-
-def _slots(n: int) -> int:
-    return 0 if n == 0 else 1 << (n - 1).bit_length()
-
-
-def _numbered(rows: Sequence[tuple[Any, ...]], names: tuple[str, ...]) -> dict[str, Any]:
-    """``rows`` as the bind parameters ``<name>_<i>``; the slots past them are NULL, which
-    matches nothing."""
-    params: dict[str, Any] = {}
-    for i in range(_slots(len(rows))):
-        values = rows[i] if i < len(rows) else (None,) * len(names)
-        params |= {f"{name}_{i}": value for name, value in zip(names, values, strict=True)}
-    return params
-
-
+# A group's lists: the stored keys it asks for, each patient's span of grades (every grade in
+# [since, last); those before first only count by their latest time, which is all the trend
+# rules need of them) and each course whose baseline weight may be needed.
+_KEYS = (reports.c.patient_id, reports.c.client_report_id)
 _GRADED = ("graded", "since", "first", "last")
 _WEIGHED = ("weighed", "course", "pre_dose", "course_end")
+_SPAN = (reports.c.patient_id, *(reports.c.recorded_at,) * 3)
+
+# The context is read by one statement of fixed text on each database, its lists bound as one
+# value each, so that it is prepared and planned once whatever the group. Read after the lock,
+# never in the same statement: a statement that waited for the lock still sees the snapshot it
+# started with, without the report the lock holder just stored.
+#
+# SQLite: each list is a JSON document of rows (``_json_rows``), read with json_each; its
+# values as the columns store them. A course's two weights are the latest of the 7 days before
+# it and the first in it: two rows a course, however often the patient weighs in.
+_sqlite_context = text(
+    """
+WITH g AS (
+    SELECT json_extract(value, '$[0]') AS patient_id, json_extract(value, '$[1]') AS since,
+           json_extract(value, '$[2]') AS first, json_extract(value, '$[3]') AS last
+    FROM json_each(:graded)
+), graded AS (
+    SELECT r.patient_id, r.recorded_at, r.recorded_at < g.first AS before, s.symptom_code,
+           s.grade
+    FROM g CROSS JOIN reports r CROSS JOIN report_symptoms s
+    WHERE r.patient_id = g.patient_id AND r.recorded_at >= g.since AND r.recorded_at < g.last
+      AND s.report_id = r.id AND s.symptom_code IN (SELECT value FROM json_each(:codes))
+), c AS (
+    SELECT json_extract(value, '$[0]') AS patient_id, json_extract(value, '$[1]') AS course,
+           json_extract(value, '$[2]') AS pre_dose, json_extract(value, '$[3]') AS course_end
+    FROM json_each(:courses)
+)
+SELECT 0 AS kind, r.patient_id, NULL AS at, r.body_hash AS code,
+       r.advice_severity AS severity, NULL AS grade, NULL AS kg, r.client_report_id,
+       r.id AS report_id
+FROM json_each(:keys) AS k CROSS JOIN reports r
+WHERE r.patient_id = json_extract(k.value, '$[0]')
+  AND r.client_report_id = json_extract(k.value, '$[1]')
+UNION ALL
+SELECT 1, patient_id, max(recorded_at), symptom_code, NULL, grade, NULL, NULL, NULL
+FROM graded WHERE before
+GROUP BY patient_id, symptom_code, grade
+UNION ALL
+SELECT 1, patient_id, recorded_at, symptom_code, NULL, grade, NULL, NULL, NULL
+FROM graded WHERE NOT before
+UNION ALL
+SELECT 2, w.patient_id, w.recorded_at, NULL, NULL, NULL, w.weight_kg, NULL, NULL
+FROM c CROSS JOIN reports w
+WHERE w.rowid IN (
+    (SELECT r.rowid FROM reports r
+     WHERE r.patient_id = c.patient_id AND r.weight_kg IS NOT NULL
+       AND r.recorded_at >= c.pre_dose AND r.recorded_at < c.course
+     ORDER BY r.recorded_at DESC LIMIT 1),
+    (SELECT r.rowid FROM reports r
+     WHERE r.patient_id = c.patient_id AND r.weight_kg IS NOT NULL
+       AND r.recorded_at >= c.course AND r.recorded_at < c.course_end
+     ORDER BY r.recorded_at LIMIT 1))
+"""
+).columns(kind=Integer(), **_LAYOUT)
 
 
-def _compound_context(
-    params: dict[str, Any], graded: list[tuple[Any, ...]], courses: list[tuple[Any, ...]]
-) -> list[tuple[Executable, dict[str, Any]]]:
-    """The context statements of a group for SQLite: a compound SELECT of numbered slots."""
-    shown = courses[:COURSES_PER_STATEMENT]
-    statements: list[tuple[Executable, dict[str, Any]]] = [
-        (
-            _context_query(True, _slots(len(graded)), _slots(len(shown))),
-            params | _numbered(graded, _GRADED) | _numbered(shown, _WEIGHED),
-        )
-    ]
-    for i in range(COURSES_PER_STATEMENT, len(courses), COURSES_PER_STATEMENT):
-        more = courses[i : i + COURSES_PER_STATEMENT]
-        statements.append((_context_query(False, 0, _slots(len(more))), _numbered(more, _WEIGHED)))
-    return statements
+@functools.cache
+def _processors(
+    dialect: Dialect, columns: tuple[ColumnElement[Any], ...]
+) -> list[Callable[[Any], Any] | None]:
+    return [c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+
+
+def _json_rows(
+    dialect: Dialect, columns: tuple[ColumnElement[Any], ...], rows: Sequence[tuple[Any, ...]]
+) -> str:
+    """``rows`` as one JSON document, each value as its column in ``columns`` stores it."""
+    processors = _processors(dialect, columns)
+    return json.dumps(
+        [
+            [v if p is None or v is None else p(v) for p, v in zip(processors, row, strict=True)]
+            for row in rows
+        ]
+    )
 
 
 def _arrays(names: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> dict[str, list[Any]]:
@@ -257,11 +181,9 @@ def _arrays(names: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> dict[str
     return {f"{name}s": [row[i] for row in rows] for i, name in enumerate(names)}
 
 
-# PostgreSQL: the same rows from one statement of fixed text, each list bound as an array, so
-# that it is planned once whatever the group (the statement above changes with every group's
-# numbers of keys, patients and courses, and planning it cost as much as running it). The grades
-# are read report by report through the primary keys: a hash join over a sequential scan of
-# report_symptoms is what the planner picks for the statement above on a small database.
+# PostgreSQL: each list bound as an array. The grades are read report by report through the
+# primary keys (LATERAL, OFFSET 0): a hash join over a sequential scan of report_symptoms is
+# what the planner picks for a plain join on a small database.
 _ARRAYS = {
     "key_patients": ARRAY(Uuid),
     "keys": ARRAY(Uuid),
@@ -695,9 +617,6 @@ async def _read_context(
     histories = {pid: History() for pid in candidates}
     if not keys:
         return known, histories
-    ids = sorted(candidates)
-    params: dict[str, Any] = {"patient_ids": ids, "keys": sorted({key for _, key in keys})}
-
     # Each patient's reports fall in [first, last]; what its trend rules need starts at since.
     bodies = {pid: found for pid, found in candidates.items() if found}
     first = {pid: min(b.recorded_at for b in found) for pid, found in bodies.items()}
@@ -707,7 +626,6 @@ async def _read_context(
     codes = sorted({s.code for found in bodies.values() for b in found for s in b.symptoms})
     graded = []
     if window and codes:
-        params["codes"] = codes
         graded = [(pid, since[pid], first[pid], last[pid]) for pid in bodies]
     courses = [
         (pid, start, start - engine.PRE_DOSE, last[pid])
@@ -720,27 +638,33 @@ async def _read_context(
             )
         )
     ]
-    statements: list[tuple[Executable, dict[str, Any]]]
+    statement: Executable
+    values: dict[str, Any]
     if conn.dialect.name == "postgresql":
         arrays = _arrays(("key_patient", "key"), keys)
         arrays |= _arrays(_GRADED, graded) | _arrays(_WEIGHED, courses)
-        # Its own parameters: the keys as (patient, key) pairs, not the compound's two lists.
-        statements = [(_pg_context, {"codes": params.get("codes", []), **arrays})]
+        statement, values = _pg_context, {"codes": codes, **arrays}
     else:
-        statements = _compound_context(params, graded, courses)
+        dialect = conn.dialect
+        statement = _sqlite_context
+        values = {
+            "keys": _json_rows(dialect, _KEYS, keys),
+            "graded": _json_rows(dialect, _SPAN, graded),
+            "courses": _json_rows(dialect, _SPAN, courses),
+            "codes": json.dumps(codes),
+        }
     # A set: a weight can be both one course's pre-dose weight and another's first.
     weights: set[tuple[uuid.UUID, datetime, float]] = set()
-    for statement, values in statements:
-        for kind, pid, at, code, severity, grade, kg, key, report_id in await conn.execute(
-            statement, values
-        ):
-            if kind == STORED:
-                stored = {"report_id": report_id, "advice_severity": severity}
-                known[pid][key] = _Known(code, report_id, stored)
-            elif kind == GRADE:
-                histories[pid].add_grade(code, grade, at)
-            else:
-                weights.add((pid, at, kg))
+    for kind, pid, at, code, severity, grade, kg, key, report_id in await conn.execute(
+        statement, values
+    ):
+        if kind == STORED:
+            stored = {"report_id": report_id, "advice_severity": severity}
+            known[pid][key] = _Known(code, report_id, stored)
+        elif kind == GRADE:
+            histories[pid].add_grade(code, grade, at)
+        else:
+            weights.add((pid, at, kg))
     for pid, at, kg in weights:
         histories[pid].add_weight(kg, at)
     return known, histories

@@ -11,7 +11,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 
-from api.reports import service
 from api.reports.models import Report
 from tests.conftest import Tokens, World, db_execute, post_batch, report_body
 from tests.live_server import live_server
@@ -344,7 +343,7 @@ def test_a_group_reads_what_it_needs_in_two_round_trips(
     reads = list(itertools.takewhile(lambda s: not s.startswith("INSERT"), statements))
     assert len(reads) == 2, reads
     assert "FROM patients LEFT OUTER JOIN therapies" in reads[0]
-    assert reads[1].count("UNION ALL") >= 4, reads[1]  # keys, grades (2), weights (2 a course)
+    assert reads[1].count("UNION ALL") >= 3, reads[1]  # keys, grades (2), weights
     # 74 kg is 5.7 % over the pre-dose weight, read with the rest: an urgent weight alert.
     alerts = client.get(f"/v1/alerts?patient_id={patient['id']}", headers=tokens.admin()).json()
     [weight] = [a for a in alerts["items"] if a["rule_id"] == "cls-weight"]
@@ -353,12 +352,12 @@ def test_a_group_reads_what_it_needs_in_two_round_trips(
     assert weight["evidence"]["baseline_weight_kg"] == 70, weight["evidence"]
 
 
-def test_the_context_read_on_postgresql_is_one_statement_text_for_every_group(
+def test_the_context_read_is_one_statement_text_for_every_group(
     world: World, client: TestClient, tokens: Tokens
 ) -> None:
-    """PostgreSQL plans the context read once: its lists are bound as arrays, so a report
-    without a course baseline and a batch with weights over a course read with the same text.
-    SQLite's compound statement has a slot for each course."""
+    """The database prepares the context read once: its lists are bound as one value each
+    (arrays on PostgreSQL, JSON documents on SQLite), so a report without a course baseline and
+    a batch with weights over a course read with the same text."""
     patient = world.patient(drugs=("aldesleukin",))
     now = datetime.now(UTC)
 
@@ -373,8 +372,7 @@ def test_the_context_read_on_postgresql_is_one_statement_text_for_every_group(
         for i in range(1, 4)
     ]
     weighed = context_read(lambda: post_batch(client, tokens, patient["id"], items))
-    postgres = client.app.state.db.dialect == "postgresql"  # type: ignore[attr-defined]
-    assert (plain == weighed) is postgres
+    assert plain == weighed
 
 
 def test_a_batch_costs_the_same_queries_for_one_report_or_many(
@@ -487,12 +485,11 @@ def test_what_a_group_writes_reads_back_exactly(
         assert [e["action"] for e in events["items"]] == ["raised"], events
 
 
-def test_course_baselines_read_in_several_statements_are_all_found(
-    world: World, client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+def test_each_report_of_a_batch_over_two_courses_is_weighed_against_its_own_course(
+    world: World, client: TestClient, tokens: Tokens
 ) -> None:
-    """SQLite bounds a compound SELECT: past COURSES_PER_STATEMENT courses, the weights come
-    in more statements. Here one course a statement, for a batch over two courses."""
-    monkeypatch.setattr(service, "COURSES_PER_STATEMENT", 1)
+    """A group's context reads two baseline weights a course, for every course its reports
+    fall in."""
     patient = world.patient()
     now = datetime.now(UTC)
     day = now.date()
