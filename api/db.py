@@ -436,8 +436,8 @@ async def _wait_for_flock(fd: int) -> None:
 
 
 class Database:
-    """The service's way into its database: one engine, a write and a read session, and one
-    first-come, first-served gate in front of both.
+    """The service's way into its database: one engine (on a SQLite file, a second for the
+    writers), a write and a read session, and one first-come, first-served gate in front of both.
 
     Made on the event loop that serves (an asyncio pool belongs to one loop) and closed there.
     """

@@ -12,6 +12,10 @@ the loop. A writer never waits inside SQLite for the write lock, which the servi
 writers take in turn before ``BEGIN IMMEDIATE`` (``WriterFileLock``), so nothing here sleeps
 but SQLite's own work; a tool writing to the same file beside the service (a migration) is
 waited for by SQLite's busy handler, on the loop.
+
+It replaces two of aiosqlite's private methods (``_execute``, ``_connect``) and its queue of
+calls, which SQLAlchemy's adapter also uses: every SQLite test runs through this connection, so
+an aiosqlite release that changes them fails the suite, not production.
 """
 
 from __future__ import annotations
