@@ -102,6 +102,16 @@ _GRADED = ("graded", "since", "first", "last")
 _WEIGHED = ("weighed", "course", "pre_dose", "course_end")
 _SPAN = (reports.c.patient_id, *(reports.c.recorded_at,) * 3)
 
+# The grades' rows of both statements, from their "graded" rows: before a patient's first new
+# report only the latest time of each (symptom, grade), from it on every grade.
+_GRADE_ROWS = """SELECT 1, patient_id, max(recorded_at), symptom_code, NULL, grade, NULL, NULL, NULL
+FROM graded WHERE before
+GROUP BY patient_id, symptom_code, grade
+UNION ALL
+SELECT 1, patient_id, recorded_at, symptom_code, NULL, grade, NULL, NULL, NULL
+FROM graded WHERE NOT before
+"""
+
 # The context is read by one statement of fixed text on each database, its lists bound as one
 # value each, so that it is prepared and planned once whatever the group. Read after the lock,
 # never in the same statement: a statement that waited for the lock still sees the snapshot it
@@ -111,7 +121,7 @@ _SPAN = (reports.c.patient_id, *(reports.c.recorded_at,) * 3)
 # values as the columns store them. A course's two weights are the latest of the 7 days before
 # it and the first in it: two rows a course, however often the patient weighs in.
 _sqlite_context = text(
-    """
+    f"""
 WITH g AS (
     SELECT json_extract(value, '$[0]') AS patient_id, json_extract(value, '$[1]') AS since,
            json_extract(value, '$[2]') AS first, json_extract(value, '$[3]') AS last
@@ -134,13 +144,7 @@ FROM json_each(:keys) AS k CROSS JOIN reports r
 WHERE r.patient_id = json_extract(k.value, '$[0]')
   AND r.client_report_id = json_extract(k.value, '$[1]')
 UNION ALL
-SELECT 1, patient_id, max(recorded_at), symptom_code, NULL, grade, NULL, NULL, NULL
-FROM graded WHERE before
-GROUP BY patient_id, symptom_code, grade
-UNION ALL
-SELECT 1, patient_id, recorded_at, symptom_code, NULL, grade, NULL, NULL, NULL
-FROM graded WHERE NOT before
-UNION ALL
+{_GRADE_ROWS}UNION ALL
 SELECT 2, w.patient_id, w.recorded_at, NULL, NULL, NULL, w.weight_kg, NULL, NULL
 FROM c CROSS JOIN reports w
 WHERE w.rowid IN (
@@ -152,7 +156,7 @@ WHERE w.rowid IN (
      WHERE r.patient_id = c.patient_id AND r.weight_kg IS NOT NULL
        AND r.recorded_at >= c.course AND r.recorded_at < c.course_end
      ORDER BY r.recorded_at LIMIT 1))
-"""
+"""  # noqa: S608 - a constant of this module, not data
 ).columns(kind=Integer(), **_LAYOUT)
 
 
@@ -195,7 +199,7 @@ _ARRAYS = {
 }
 _pg_context = (
     text(
-        """
+        f"""
 WITH graded AS (
     -- Every grade in [since, last); those before first only count by their latest time.
     SELECT r.patient_id, r.recorded_at, r.recorded_at < g.first AS before, s.symptom_code,
@@ -219,13 +223,7 @@ SELECT 0 AS kind, r.patient_id, NULL::timestamptz AS at, r.body_hash AS code,
 FROM unnest(CAST(:key_patients AS uuid[]), CAST(:keys AS uuid[])) AS k(patient_id, key)
 JOIN reports r ON r.patient_id = k.patient_id AND r.client_report_id = k.key
 UNION ALL
-SELECT 1, patient_id, max(recorded_at), symptom_code, NULL, grade, NULL, NULL, NULL
-FROM graded WHERE before
-GROUP BY patient_id, symptom_code, grade
-UNION ALL
-SELECT 1, patient_id, recorded_at, symptom_code, NULL, grade, NULL, NULL, NULL
-FROM graded WHERE NOT before
-UNION ALL
+{_GRADE_ROWS}UNION ALL
 SELECT 2, c.patient_id, w.recorded_at, NULL, NULL, NULL, w.weight_kg, NULL, NULL
 FROM unnest(CAST(:weigheds AS uuid[]), CAST(:courses AS timestamptz[]),
             CAST(:pre_doses AS timestamptz[]), CAST(:course_ends AS timestamptz[]))
@@ -240,7 +238,7 @@ CROSS JOIN LATERAL (
      WHERE r.patient_id = c.patient_id AND r.weight_kg IS NOT NULL
        AND r.recorded_at >= c.course AND r.recorded_at < c.course_end
      ORDER BY r.recorded_at LIMIT 1)) w
-"""
+"""  # noqa: S608 - a constant of this module, not data
     )
     .bindparams(*(bindparam(name, type_=type_) for name, type_ in _ARRAYS.items()))
     .columns(kind=Integer(), **_LAYOUT)
