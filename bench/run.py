@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/run.py [--sizes 10k,100k,1M] [--db postgres,sqlite] [--workers 1,2]
                                   [--duration 10s] [--connections 64] [--ingest-connections 256]
+                                  [--against REV[,REV]] [--rounds N]
 
 For each database and size: a fresh database (PostgreSQL: CREATE DATABASE bench_<random> on the
 server; SQLite: a temp file), `alembic upgrade head`, a bulk seed (bench/seed.py: COPY on
@@ -11,6 +12,8 @@ wrk script and bodies against bench/echo.py under the same uvicorn settings give
 bench/baseline_app.py (report ingest as FastAPI's SQL tutorial writes it) on a database of its own,
 driven like ingest, gives the tutorial baseline. Each run also measures the CPU time of the server
 processes and of the PostgreSQL backends serving its database, per request (CpuMeter).
+With --against, the service of each git revision (a worktree) runs in turn with this checkout's on
+copies of the same seed, for --rounds rounds, and the runs are listed side by side.
 Prints one table, and writes it (JSON and markdown) with the raw wrk output and the server logs to
 bench/results/<date>/. Servers, databases and temp files are removed on exit, Ctrl-C included.
 """
@@ -619,7 +622,7 @@ def create_sqlite(
     return Database("sqlite", f"sqlite:///{path}", drop_now)
 
 
-def service_env(database_url: str, secret: str) -> dict[str, str]:
+def service_env(database_url: str, secret: str, root: Path = ROOT) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         DATABASE_URL=database_url,
@@ -627,7 +630,7 @@ def service_env(database_url: str, secret: str) -> dict[str, str]:
         JWT_SECRET=secret,
         # The seeded open alerts are old: a job loop would escalate them during the runs.
         WORKER_MODE="off",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")])),
     )
     return env
 
@@ -672,6 +675,7 @@ class Row:
     # The busiest server process's share of the server's CPU (2+ workers): near 1/workers when
     # wrk's connections fell evenly on the workers, near 100 % when one worker took them all.
     top_worker: float | None = None
+    code: str = ""  # the code served, when runs alternate revisions (--against)
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -817,6 +821,14 @@ def check_samples(base: str, patient: seeding.PatientInfo, token: str, clinician
 
 
 @dataclass
+class Code:
+    """The service's code a run serves: this checkout, or a revision beside it (--against)."""
+
+    label: str
+    root: Path
+
+
+@dataclass
 class Config:
     wrk: str
     duration: int
@@ -840,17 +852,24 @@ def run_service(
     echo: dict[tuple[int, int], float],
     baseline: dict[tuple[str, int, int], Row],
     rows: list[Row],
+    code: Code | None = None,
 ) -> None:
     """Serve the seeded database with ``workers`` workers, run the workloads, add to ``rows``."""
     from api.security import mint_token
     from api.settings import Settings
 
-    tag = f"{db.kind}-w{workers}-{size}"
+    code = code or Code("", ROOT)
+    tag = f"{db.kind}-w{workers}-{size}" + (f"-{code.label}" if code.label else "")
     settings = Settings(
         _env_file=None, app_env="production", jwt_secret=secret, database_url=db.url
     )  # type: ignore[call-arg]
-    env = service_env(db.url, secret)
-    log(f"{tag}: starting uvicorn api.main:app --workers {workers}")
+    env = service_env(db.url, secret, code.root)
+    # The seed (or its copy) written out first: the run's first fsync, a WAL checkpoint's on
+    # SQLite, would otherwise wait for gigabytes of the seed's dirty pages.
+    synced = time.monotonic()
+    os.sync()
+    log(f"{tag}: sync {time.monotonic() - synced:.1f} s")
+    log(f"{tag}: starting uvicorn api.main:app --workers {workers} from {code.root}")
     server, stop = start_server(
         "api.main:app", env, workers, cfg.results / f"server-{tag}.log", cfg.workdir, cleanup
     )
@@ -916,6 +935,7 @@ def run_service(
             name = f"{tag}-{workload.split('@')[0]}-c{c}"
             (cfg.results / f"wrk-{name}.txt").write_text(f"$ {result.command}\n{result.raw}")
             row = row_from(db.kind, workers, size, workload, c, result, cfg.timeout)
+            row.code = code.label
             e = echo.get((workers, c))
             if e:
                 row.ratio = (row.reports_per_s or row.rps) / e
@@ -1105,7 +1125,7 @@ def cells(row: Row) -> list[str]:
         row.db,
         row.workers,
         row.size,
-        row.workload,
+        f"{row.workload} [{row.code}]" if row.code else row.workload,
         row.connections,
         row.rps,
         row.reports_per_s if row.reports_per_s is not None else row.rps,
@@ -1225,6 +1245,59 @@ def table(rows: list[Row], markdown: bool) -> str:
     return "\n".join([fmt.format(*head), sep, *(fmt.format(*r) for r in body)])
 
 
+def git(*args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def codes_to_run(against: list[str], workdir: Path, cleanup: Cleanup) -> list[Code]:
+    """This checkout, then each revision of --against in a git worktree of its own (removed on
+    exit). The seed is made by this checkout's migrations, so a revision must have the same."""
+    if not against:
+        return [Code("", ROOT)]
+    dirty = "+" if git("status", "--porcelain", "--untracked-files=no") else ""
+    codes = [Code(git("rev-parse", "--short", "HEAD") + dirty, ROOT)]
+    for rev in against:
+        sha = git("rev-parse", "--short", f"{rev}^{{commit}}")
+        if subprocess.run(
+            ["git", "-C", str(ROOT), "diff", "--quiet", sha, "--", "migrations"]
+        ).returncode:
+            raise SystemExit(f"--against {rev}: its migrations differ from this checkout's")
+        path = workdir / f"code-{sha}"
+        git("worktree", "add", "--detach", str(path), sha)
+        cleanup.push(
+            f"worktree {path}", lambda p=path: git("worktree", "remove", "--force", str(p))
+        )
+        codes.append(Code(sha, path))
+    return codes
+
+
+def compare_lines(rows: list[Row]) -> list[str]:
+    """With --against: each run's figures side by side, per code, in the order they ran."""
+    groups: dict[tuple[str, int, str, str, int], dict[str, list[Row]]] = {}
+    for r in rows:
+        if r.code:
+            key = (r.db, r.workers, r.size, r.workload, r.connections)
+            groups.setdefault(key, {}).setdefault(r.code, []).append(r)
+    lines = []
+    for (db, workers, size, workload, conns), by_code in groups.items():
+        first = None
+        parts = []
+        for label, runs in by_code.items():
+            rates = [r.reports_per_s if r.reports_per_s is not None else r.rps for r in runs]
+            mean = sum(rates) / len(rates)
+            first = first or mean
+            p99 = "/".join("-" if r.p99_ms is None else f"{r.p99_ms:.0f}" for r in runs)
+            cpu = "/".join("-" if r.cpu_api_ms is None else f"{r.cpu_api_ms:.2f}" for r in runs)
+            parts.append(
+                f"{label} {'/'.join(f'{x:,.0f}' for x in rates)} (mean {mean:,.0f}, "
+                f"x{mean / first:.2f}), p99 {p99} ms, api cpu {cpu} ms"
+            )
+        lines.append(f"{db} w{workers} {size} {workload} c{conns}: " + "; ".join(parts))
+    return lines
+
+
 def machine_info(admin_url: str | None, wrk: str | None) -> dict[str, Any]:
     model = ""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
@@ -1288,6 +1361,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--seed-only", action="store_true", help="only create, migrate, seed, time")
     ap.add_argument(
+        "--against",
+        default="",
+        help="git revisions whose service runs in turn with this checkout's, each on a copy\n"
+        "of the same seed (A/B on one machine, whose speed drifts within the hour)",
+    )
+    ap.add_argument(
+        "--rounds", default=1, type=int, help="with --against: rounds, each in the other order"
+    )
+    ap.add_argument(
         "--pg-url",
         default=os.environ.get("BENCH_PG_URL", PG_ADMIN_DEFAULT),
         help="PostgreSQL server (its database is used for CREATE/DROP DATABASE)",
@@ -1322,11 +1404,13 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     cleanup.push(f"temp dir {workdir}", lambda: shutil.rmtree(workdir, ignore_errors=True))
     info = machine_info(args.pg_url if "postgres" in dbs else None, wrk)
+    codes = codes_to_run(parse_list(args.against), workdir, cleanup)
+    rounds = args.rounds if len(codes) > 1 else 1
     runs_per_server = 0
     for w in workloads:
         runs_per_server += len(set(conns) | set(ingest_conns)) if w == "ingest" else len(conns)
     all_conns = sorted(set(conns) | (set(ingest_conns) if "ingest" in workloads else set()))
-    total_runs = len(dbs) * len(sizes) * len(workers_list) * runs_per_server
+    total_runs = len(dbs) * len(sizes) * len(workers_list) * rounds * len(codes) * runs_per_server
     if not args.no_echo:
         total_runs += len(workers_list) * len(all_conns)
     # the baseline is what ingest is compared with: once per database and worker count
@@ -1437,9 +1521,15 @@ def main(argv: list[str] | None = None) -> int:
                             baseline,
                             rows,
                         )
-                for i, workers in enumerate(workers_list):
-                    last = i == len(workers_list) - 1
-                    if last:
+                # each round runs the codes in the other order, so drift favours none of them
+                turns = [
+                    (code, workers)
+                    for r in range(rounds)
+                    for code in (codes if r % 2 == 0 else codes[::-1])
+                    for workers in workers_list
+                ]
+                for i, (code, workers) in enumerate(turns):
+                    if i == len(turns) - 1:
                         db = template
                     elif kind == "postgres":
                         db = create_postgres(args.pg_url, cleanup, template.url.rsplit("/", 1)[1])
@@ -1449,7 +1539,17 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     try:
                         run_service(
-                            cfg, cleanup, db, secret, seeded, workers, size, echo, baseline, rows
+                            cfg,
+                            cleanup,
+                            db,
+                            secret,
+                            seeded,
+                            workers,
+                            size,
+                            echo,
+                            baseline,
+                            rows,
+                            code if len(codes) > 1 else None,
                         )
                     finally:
                         db.drop()
@@ -1483,6 +1583,10 @@ def main(argv: list[str] | None = None) -> int:
     if versus:
         md += ["Ingest against the tutorial baseline (service vs baseline):", ""]
         md += [f"- {line}" for line in versus] + [""]
+    compared = compare_lines(rows)
+    if compared:
+        md += ["Codes side by side (reports/s of each run, in the order they ran):", ""]
+        md += [f"- {line}" for line in compared] + [""]
     lopsided = lopsided_lines(rows)
     if lopsided:
         md += ["Runs where wrk's connections fell mostly on one worker:", ""]
@@ -1506,6 +1610,9 @@ def main(argv: list[str] | None = None) -> int:
         if versus:
             print("\ningest against the tutorial baseline (service vs baseline):")
             print("\n".join(f"  {line}" for line in versus))
+        if compared:
+            print("\ncodes side by side (reports/s of each run, in the order they ran):")
+            print("\n".join(f"  {line}" for line in compared))
         if lopsided:
             print("\nruns where wrk's connections fell mostly on one worker:")
             print("\n".join(f"  {line}" for line in lopsided))
