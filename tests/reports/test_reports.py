@@ -375,6 +375,44 @@ def test_the_context_read_is_one_statement_text_for_every_group(
     assert plain == weighed
 
 
+def test_sqlite_finds_a_reports_symptoms_by_its_id_then_keeps_the_groups_codes(
+    world: World, client: TestClient, tokens: Tokens, is_postgres: bool
+) -> None:
+    """Searched by (report, code) for each code of the group, a report of two or three symptoms
+    cost twenty-odd index searches: the context read took 8.5 ms a group of 20 at 1M reports,
+    against 5 ms searched by the report alone. (On PostgreSQL, filtering after the search
+    measured no faster: its statement is left as it was.)"""
+    if is_postgres:
+        pytest.skip("SQLite's query plan; PostgreSQL reads the context with another statement")
+    patient = world.patient(drugs=("aldesleukin",))
+    world.report(patient["id"], {"fatigue": 1, "nausea": 1})
+    reads = [
+        s
+        for s in _statements(
+            client,
+            lambda: post(client, tokens, patient["id"], report_body({"fatigue": 2, "nausea": 2})),
+        )
+        if "AS kind" in s
+    ]
+    assert len(reads) == 1, reads
+
+    async def plan() -> list[str]:
+        async with client.app.state.db.write() as session:  # type: ignore[attr-defined]
+            conn = await session.connection()
+            found = await conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {reads[0]}", ("[]",) * reads[0].count("?")
+            )
+            return [row[3] for row in found]
+
+    symptoms = [
+        step
+        for step in client.portal.call(plan)
+        if "report_symptoms" in step  # type: ignore[union-attr]
+    ]
+    assert symptoms, "the context read no longer reads report_symptoms"
+    assert all("(report_id=?)" in step for step in symptoms), symptoms
+
+
 def test_a_batch_costs_the_same_queries_for_one_report_or_many(
     world: World, client: TestClient, tokens: Tokens
 ) -> None:
