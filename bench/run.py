@@ -1367,7 +1367,11 @@ def main(argv: list[str] | None = None) -> int:
         "of the same seed (A/B on one machine, whose speed drifts within the hour)",
     )
     ap.add_argument(
-        "--rounds", default=1, type=int, help="with --against: rounds, each in the other order"
+        "--rounds",
+        default=1,
+        type=int,
+        help="runs of each server, each on a copy of the seed (with --against: in turns,\n"
+        "each round in the other order)",
     )
     ap.add_argument(
         "--pg-url",
@@ -1405,7 +1409,7 @@ def main(argv: list[str] | None = None) -> int:
     cleanup.push(f"temp dir {workdir}", lambda: shutil.rmtree(workdir, ignore_errors=True))
     info = machine_info(args.pg_url if "postgres" in dbs else None, wrk)
     codes = codes_to_run(parse_list(args.against), workdir, cleanup)
-    rounds = args.rounds if len(codes) > 1 else 1
+    rounds = args.rounds
     runs_per_server = 0
     for w in workloads:
         runs_per_server += len(set(conns) | set(ingest_conns)) if w == "ingest" else len(conns)
