@@ -865,8 +865,14 @@ def run_service(
     )  # type: ignore[call-arg]
     env = service_env(db.url, secret, code.root)
     # The seed (or its copy) written out first: the run's first fsync, a WAL checkpoint's on
-    # SQLite, would otherwise wait for gigabytes of the seed's dirty pages.
+    # SQLite, would otherwise wait for gigabytes of the seed's dirty pages. PostgreSQL's own
+    # buffers go first (a copy made with FILE_COPY has had its checkpoint already).
     synced = time.monotonic()
+    if db.kind == "postgres":
+        import psycopg
+
+        with psycopg.connect(pg_dsn(cfg.pg_admin), autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
     os.sync()
     log(f"{tag}: sync {time.monotonic() - synced:.1f} s")
     log(f"{tag}: starting uvicorn api.main:app --workers {workers} from {code.root}")
