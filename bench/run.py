@@ -1395,6 +1395,8 @@ def main(argv: list[str] | None = None) -> int:
     conns = [int(c) for c in parse_list(args.connections)]
     ingest_conns = [int(c) for c in parse_list(args.ingest_connections)]
     workloads = parse_list(args.workloads)
+    if args.rounds < 1:
+        ap.error("--rounds must be 1 or more")
     if unknown := set(workloads) - set(WORKLOADS):
         ap.error(f"unknown --workloads {sorted(unknown)}")
 
@@ -1415,12 +1417,13 @@ def main(argv: list[str] | None = None) -> int:
     cleanup.push(f"temp dir {workdir}", lambda: shutil.rmtree(workdir, ignore_errors=True))
     info = machine_info(args.pg_url if "postgres" in dbs else None, wrk)
     codes = codes_to_run(parse_list(args.against), workdir, cleanup)
-    rounds = args.rounds
     runs_per_server = 0
     for w in workloads:
         runs_per_server += len(set(conns) | set(ingest_conns)) if w == "ingest" else len(conns)
     all_conns = sorted(set(conns) | (set(ingest_conns) if "ingest" in workloads else set()))
-    total_runs = len(dbs) * len(sizes) * len(workers_list) * rounds * len(codes) * runs_per_server
+    total_runs = (
+        len(dbs) * len(sizes) * len(workers_list) * args.rounds * len(codes) * runs_per_server
+    )
     if not args.no_echo:
         total_runs += len(workers_list) * len(all_conns)
     # the baseline is what ingest is compared with: once per database and worker count
@@ -1534,7 +1537,7 @@ def main(argv: list[str] | None = None) -> int:
                 # each round runs the codes in the other order, so drift favours none of them
                 turns = [
                     (code, workers)
-                    for r in range(rounds)
+                    for r in range(args.rounds)
                     for code in (codes if r % 2 == 0 else codes[::-1])
                     for workers in workers_list
                 ]
