@@ -47,6 +47,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import Pool
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.functions import FunctionElement
@@ -536,6 +537,10 @@ class Database:
                     await outer.rollback()
         finally:
             await engine.dispose()
+
+    def pools(self) -> list[Pool]:
+        """This process's connection pools: on a SQLite file, the readers' and the writers'."""
+        return [engine.sync_engine.pool for engine in {self.engine, self._writes}]
 
     async def close(self) -> None:
         if self._bind is None:

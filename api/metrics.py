@@ -32,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import QueuePool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.alerts.models import OPEN_STATUSES, Alert
@@ -99,10 +100,11 @@ class MetricsMiddleware:
             REQUESTS.labels(scope["method"], route, str(status)).inc()
             LATENCY.labels(scope["method"], route).observe(time.perf_counter() - start)
             db = getattr(scope["app"].state, "db", None)
-            pool = None if db is None else db.engine.sync_engine.pool
-            if pool is not None and hasattr(pool, "checkedout"):
-                POOL_CHECKED_OUT.set(pool.checkedout())
-                POOL_SIZE.set(pool.size())
+            # A queue pool each (not the one connection of an in-memory database).
+            pools = [p for p in db.pools() if isinstance(p, QueuePool)] if db is not None else []
+            if pools:
+                POOL_CHECKED_OUT.set(sum(p.checkedout() for p in pools))
+                POOL_SIZE.set(sum(p.size() for p in pools))
 
 
 class _DatabaseCollector(Collector):

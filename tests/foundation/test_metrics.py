@@ -67,6 +67,25 @@ def test_metrics_count_requests_reports_and_alerts(
     assert not UUID.search(after), UUID.search(after)
 
 
+@pytest.mark.committed
+def test_the_pool_gauges_count_every_pool_of_the_process(
+    database_url: str, is_postgres: bool, world: World, tokens: Tokens
+) -> None:
+    """On a SQLite file the writers have a pool of their own beside the readers': both count."""
+    patient = world.patient()
+    app = create_app(make_settings(database_url, db_pool_size=3, db_max_overflow=0))
+    with TestClient(app) as client:
+        posted = client.post(
+            f"/v1/patients/{patient['id']}/reports",
+            json=report_body({"fatigue": 1}),
+            headers=tokens.patient(patient["id"]),
+        )
+        assert posted.status_code == 201, posted.text
+        text = client.get("/metrics").text
+    assert value(text, "symptoms_db_pool_size") == (3 if is_postgres else 6)
+    assert value(text, "symptoms_db_pool_checked_out") == 0
+
+
 def test_the_metrics_token_guards_the_endpoint(database_url: str) -> None:
     app = create_app(make_settings(database_url, metrics_token="scrape-" + "s" * 30))
     with TestClient(app, raise_server_exceptions=False) as client:
