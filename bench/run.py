@@ -1252,9 +1252,10 @@ def table(rows: list[Row], markdown: bool) -> str:
 
 
 def git(*args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"git {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout.strip()
 
 
 def codes_to_run(against: list[str], workdir: Path, cleanup: Cleanup) -> list[Code]:
@@ -1416,7 +1417,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     cleanup.push(f"temp dir {workdir}", lambda: shutil.rmtree(workdir, ignore_errors=True))
     info = machine_info(args.pg_url if "postgres" in dbs else None, wrk)
-    codes = codes_to_run(parse_list(args.against), workdir, cleanup)
+    try:
+        codes = codes_to_run(parse_list(args.against), workdir, cleanup)
+    except BaseException:
+        cleanup.run_all()
+        raise
     runs_per_server = 0
     for w in workloads:
         runs_per_server += len(set(conns) | set(ingest_conns)) if w == "ingest" else len(conns)
