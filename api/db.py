@@ -129,7 +129,12 @@ class Base(DeclarativeBase):
 
 
 def new_id() -> uuid.UUID:
-    return uuid.uuid4()
+    """A UUIDv7 (RFC 9562): the time in milliseconds, then 74 random bits. New rows go to the
+    end of their primary key's index, not to a random page of it (as ``uuid4`` sent them), so a
+    commit writes far fewer index pages. (Python 3.14 has ``uuid.uuid7``.)"""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+    value = value & ~(0xF << 76 | 0x3 << 62) | 0x7 << 76 | 0x2 << 62  # version 7, RFC variant
+    return uuid.UUID(int=value)
 
 
 def utcnow() -> datetime:

@@ -27,7 +27,7 @@ from api.alerts.models import OPEN_STATUSES, Alert, AlertEvent
 from api.alerts.pages import PageCache
 from api.alerts.schemas import AlertEventRead, AlertRead, SummaryCounts
 from api.audit.service import record
-from api.db import Database, first_column, insert_rows, one_of, utcnow
+from api.db import Database, first_column, insert_rows, new_id, one_of, utcnow
 from api.errors import Conflict, NotFound
 from api.pagination import json_page
 from api.rules.definitions import SEVERITY_RANK
@@ -167,7 +167,7 @@ def _new_alert(
     due: datetime,
 ) -> dict[str, Any]:
     return {
-        "id": uuid.uuid4(),
+        "id": new_id(),
         "patient_id": patient_id,
         "care_team": care_team,
         "report_id": report_id,

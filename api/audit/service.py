@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.audit.models import AuditEvent
-from api.db import insert_rows, utcnow
+from api.db import insert_rows, new_id, utcnow
 from api.security import Principal
 
 
@@ -42,7 +41,7 @@ def audit_rows(
 ) -> list[dict[str, Any]]:
     """The audit rows of ``entries``, listed by (at, id) in the order given."""
     at = utcnow()
-    ids = sorted(uuid.uuid4() for _ in entries)
+    ids = sorted(new_id() for _ in entries)
     return [
         {
             "id": event_id,

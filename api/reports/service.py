@@ -29,7 +29,7 @@ from api.alerts.schemas import AlertRead
 from api.alerts.service import alerts_of_report, raise_alerts
 from api.audit.service import audit_rows, write_rows
 from api.catalog.service import EvaluationCatalog, catalog_revision, evaluation_catalog
-from api.db import UTCDateTime, insert_rows, one_of, utcnow
+from api.db import UTCDateTime, insert_rows, new_id, one_of, utcnow
 from api.errors import AppError, Conflict, Invalid, NotFound, validation_errors
 from api.patients.models import Patient, Therapy
 from api.reports.models import Report, ReportSymptom
@@ -474,7 +474,7 @@ async def write_group(
             if j in problems:
                 answers[j] = problems[j]
                 continue
-            fresh = _Fresh(uuid.uuid4(), body, digest, order := order + 1)
+            fresh = _Fresh(new_id(), body, digest, order := order + 1)
             part.known[body.client_report_id] = _Known(digest, fresh.report_id)
             part.fresh.append(fresh)
             answers[j] = fresh
@@ -494,7 +494,7 @@ async def write_group(
                     else _rejected(str(key), [{"loc": ["client_report_id"], "msg": CONFLICT}])
                 )
                 continue
-            fresh = _Fresh(uuid.uuid4(), body, digest, order := order + 1)
+            fresh = _Fresh(new_id(), body, digest, order := order + 1)
             part.known[key] = _Known(digest, fresh.report_id)
             part.fresh.append(fresh)
             results[i] = BatchResult(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
@@ -411,6 +412,24 @@ def test_sqlite_finds_a_reports_symptoms_by_its_id_then_keeps_the_groups_codes(
     ]
     assert symptoms, "the context read no longer reads report_symptoms"
     assert all("(report_id=?)" in step for step in symptoms), symptoms
+
+
+def test_new_reports_and_alerts_get_time_ordered_ids(
+    world: World, client: TestClient, tokens: Tokens
+) -> None:
+    """UUIDv7: a new row goes to the end of its primary key's index, not to a random page."""
+    patient = world.patient(drugs=("aldesleukin",))
+    answers = []
+    for systolic in (84, 120):  # the first raises cls-hypotension
+        created = post(client, tokens, patient["id"], report_body({}, {"systolic_bp": systolic}))
+        assert created.status_code == 201, created.text
+        answers.append(created.json())
+        time.sleep(0.002)  # the next millisecond
+    ids = [uuid.UUID(answer["id"]) for answer in answers]
+    [alert] = answers[0]["alerts"]
+    assert [i.version for i in ids] == [7, 7]
+    assert uuid.UUID(alert["id"]).version == 7
+    assert ids[0] < ids[1]
 
 
 def test_a_batch_costs_the_same_queries_for_one_report_or_many(
