@@ -7,6 +7,7 @@ answers 431 under any other server (the contract's bare `uvicorn api.main:app`).
 
 from __future__ import annotations
 
+import select
 import socket
 import sys
 from collections.abc import Iterator
@@ -64,6 +65,23 @@ def test_an_oversized_header_is_431_before_it_is_read_whole(served: Served) -> N
     assert response.json()["status"] == 431
     # The server is still there.
     assert httpx.get(f"{served.base}/healthz", timeout=20).status_code == 200
+
+
+def test_a_head_past_the_cap_gets_431_before_it_ends(served: Served) -> None:
+    # The head never ends, so the app never sees it: the answer comes from the server's reader,
+    # well within HEADER_TIMEOUT_S (after which it would close without one).
+    port = int(served.base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(b"GET /v1/drugs HTTP/1.1\r\nHost: x\r\nX-Padding: ")
+        for _ in range(20):  # up to 80 KiB in separate writes, the cap is 16 + 8 KiB
+            if select.select([sock], [], [], 0.02)[0]:
+                break  # answered: stop writing, so that it is not reset away unread
+            sock.sendall(b"a" * 4096)
+        answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert PROBLEM_JSON.encode() in answer
+    assert answer.endswith(b'"detail": "The request line and headers are too large"}')
 
 
 def test_a_slow_header_drip_is_cut_off(served: Served) -> None:
