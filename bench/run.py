@@ -6,14 +6,17 @@
 
 For each database and size: a fresh database (PostgreSQL: CREATE DATABASE bench_<random> on the
 server; SQLite: a temp file), `alembic upgrade head`, a bulk seed (bench/seed.py: COPY on
-PostgreSQL, Core executemany on SQLite), then for each worker count uvicorn serving api.main:app
-on it, and wrk driving the workloads (Lua scripts bench/reports.lua and bench/get.lua). The same
-wrk script and bodies against bench/echo.py under the same uvicorn settings give the echo bound;
+PostgreSQL, Core executemany on SQLite), then for each worker count the service on it as its
+Dockerfile starts it (`python -m api serve`: uvicorn, with its listening socket per worker and its
+bounded request heads), and wrk driving the workloads (Lua scripts bench/reports.lua and
+bench/get.lua). The same wrk script and bodies against bench/echo.py under plain uvicorn with the
+same workers give the echo bound;
 bench/baseline_app.py (report ingest as FastAPI's SQL tutorial writes it) on a database of its own,
 driven like ingest, gives the tutorial baseline. Each run also measures the CPU time of the server
 processes and of the PostgreSQL backends serving its database, per request (CpuMeter).
 With --against, the service of each git revision (a worktree) runs in turn with this checkout's on
-copies of the same seed, for --rounds rounds, and the runs are listed side by side.
+copies of the same seed, for --rounds rounds, and the runs are listed side by side; with
+--rounds, the tutorial baseline runs at the start of every round.
 Prints one table, and writes it (JSON and markdown) with the raw wrk output and the server logs to
 bench/results/<date>/. Servers, databases and temp files are removed on exit, Ctrl-C included.
 """
@@ -53,6 +56,7 @@ import seed as seeding  # noqa: E402
 PY = sys.executable
 PG_ADMIN_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
+SERVICE = "api.main:app"
 WORKLOADS = ("floor", "alerts", "alerts-deep", "history", "ingest", "batch")
 # Read workloads run first, on the database as seeded; the writes (ingest adds ~1k reports/s,
 # batch far more) come after them.
@@ -459,10 +463,15 @@ def start_server(
     ready_path: str = "/readyz",
     health_path: str = "/healthz",
 ) -> tuple[Server, Callable[[], None]]:
-    """uvicorn as production runs it; returns once /readyz answers and every worker started."""
+    """The service as production runs it (``python -m api serve``, the Dockerfile's command),
+    any other app under plain uvicorn; returns once /readyz answers and every worker started."""
     port = free_port()
-    cmd = [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--workers", str(workers), "--no-access-log", "--no-server-header"]
+    if app == SERVICE:
+        cmd = [PY, "-m", "api", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--workers", str(workers)]
+    else:
+        cmd = [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--workers", str(workers), "--no-access-log", "--no-server-header"]
     if app_dir is not None:
         cmd += ["--app-dir", str(app_dir)]
     out = open(log_path, "ab")  # noqa: SIM115 (closed with the server)
@@ -875,9 +884,9 @@ def run_service(
             conn.execute("CHECKPOINT")
     os.sync()
     log(f"{tag}: sync {time.monotonic() - synced:.1f} s")
-    log(f"{tag}: starting uvicorn api.main:app --workers {workers} from {code.root}")
+    log(f"{tag}: starting python -m api serve --workers {workers} from {code.root}")
     server, stop = start_server(
-        "api.main:app", env, workers, cfg.results / f"server-{tag}.log", cfg.workdir, cleanup
+        SERVICE, env, workers, cfg.results / f"server-{tag}.log", cfg.workdir, cleanup
     )
     if db.kind == "postgres":
         server.pg = (cfg.pg_admin, db.name)
@@ -1185,8 +1194,9 @@ def error_summary(row: Row) -> str:
 
 
 def baseline_lines(rows: list[Row]) -> list[str]:
-    """Each ingest run against the tutorial baseline at the same database, workers, connections."""
-    base = {(r.db, r.workers, r.connections): r for r in rows if r.workload == "baseline"}
+    """Each ingest run against the latest tutorial baseline run before it at the same database,
+    workers and connections."""
+    base: dict[tuple[str, int, int], Row] = {}
 
     def ms(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}"
@@ -1196,6 +1206,8 @@ def baseline_lines(rows: list[Row]) -> list[str]:
 
     lines = []
     for r in rows:
+        if r.workload == "baseline":
+            base[(r.db, r.workers, r.connections)] = r
         b = base.get((r.db, r.workers, r.connections))
         if r.workload != "ingest" or b is None:
             continue
@@ -1378,7 +1390,7 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         type=int,
         help="runs of each server, each on a copy of the seed (with --against: in turns,\n"
-        "each round in the other order)",
+        "each round in the other order); the tutorial baseline runs at the start of each round",
     )
     ap.add_argument(
         "--pg-url",
@@ -1431,11 +1443,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.no_echo:
         total_runs += len(workers_list) * len(all_conns)
-    # the baseline is what ingest is compared with: once per database and worker count
+    # the baseline is what ingest is compared with: once per database and worker count, and
+    # with --rounds once a round and size
     with_baseline = not args.no_baseline and "ingest" in workloads
     baseline_conns = sorted(set(conns) | set(ingest_conns))
     if with_baseline:
-        total_runs += len(dbs) * len(workers_list) * len(baseline_conns)
+        baseline_runs = len(sizes) * args.rounds if args.rounds > 1 else 1
+        total_runs += len(dbs) * baseline_runs * len(workers_list) * len(baseline_conns)
     log(f"results: {results}")
     log(
         f"machine: {info['nproc']} cpu ({info['cpu']}), {info['memory']}, "
@@ -1511,10 +1525,10 @@ def main(argv: list[str] | None = None) -> int:
                         for r in rows:
                             if r.workload == "echo":
                                 echo[(r.workers, r.connections)] = r.rps
-                if with_baseline and kind not in baseline_done:
-                    baseline_done.add(kind)
-                    # the tutorial baseline, once per database and worker count, driven like
-                    # ingest with the patients (ids, symptom codes, tokens) of this database
+                baseline_file = workdir / f"patients-baseline-{kind}.tsv"
+                if with_baseline and not baseline_file.exists():
+                    # the tutorial baseline is driven like ingest with the patients (ids, symptom
+                    # codes, tokens) of this database
                     from api.security import mint_token
                     from api.settings import Settings
 
@@ -1524,29 +1538,37 @@ def main(argv: list[str] | None = None) -> int:
                         p.id: mint_token(s, sub=f"patient-{p.id}", role="patient", patient_id=p.id)
                         for p in pool
                     }
-                    baseline_file = workdir / f"patients-baseline-{kind}.tsv"
                     write_patients_file(baseline_file, pool, toks)
-                    for w in workers_list:
-                        log(f"{kind} tutorial baseline: uvicorn baseline_app:app --workers {w}")
-                        run_baseline(
-                            cfg,
-                            cleanup,
-                            kind,
-                            w,
-                            baseline_conns,
-                            baseline_file,
-                            echo,
-                            baseline,
-                            rows,
-                        )
                 # each round runs the codes in the other order, so drift favours none of them
                 turns = [
-                    (code, workers)
+                    (r, code, workers)
                     for r in range(args.rounds)
                     for code in (codes if r % 2 == 0 else codes[::-1])
                     for workers in workers_list
                 ]
-                for i, (code, workers) in enumerate(turns):
+                for i, (r, code, workers) in enumerate(turns):
+                    # The baseline once per database; with --rounds at the start of every round,
+                    # so that each run's ratio is to a baseline run beside it.
+                    first_of_round = i == 0 or turns[i - 1][0] != r
+                    if (
+                        with_baseline
+                        and first_of_round
+                        and (args.rounds > 1 or kind not in baseline_done)
+                    ):
+                        baseline_done.add(kind)
+                        for w in workers_list:
+                            log(f"{kind} tutorial baseline: uvicorn baseline_app:app --workers {w}")
+                            run_baseline(
+                                cfg,
+                                cleanup,
+                                kind,
+                                w,
+                                baseline_conns,
+                                baseline_file,
+                                echo,
+                                baseline,
+                                rows,
+                            )
                     if i == len(turns) - 1:
                         db = template
                     elif kind == "postgres":
