@@ -127,19 +127,25 @@ def create_app(
 
     @app.get("/readyz", tags=["health"], responses={503: errors.PROBLEM_RESPONSES[503]})
     async def readyz(request: Request) -> JSONResponse:
-        """The service can reach its database.
+        """The service can reach its database, and the database has the service's tables.
 
-        200 when the database answers a query within a few seconds, 503 with Retry-After when not:
-        for a readiness probe or a load balancer.
+        200 when the database answers a query within a few seconds, 503 with Retry-After when not,
+        or when its schema was never created (`alembic upgrade head`): for a readiness probe or a
+        load balancer.
         """
         # Bounded twice: each round trip by the deadline (a silent connection is dropped), the
         # whole check (waiting for a pooled connection too) by the outer limit.
         try:
             with anyio.fail_after(READY_TIMEOUT_S + 1), pgconn.deadline(READY_TIMEOUT_S):
                 async with database(request).connect() as conn:
-                    await conn.execute(text("SELECT 1"))
+                    migrated = await conn.scalar(MIGRATED[conn.dialect.name])
         except (TimeoutError, PoolTimeoutError):
             raise errors.Unavailable("The database did not answer in time; retry shortly") from None
+        if not migrated:
+            # Every request would fail on the missing tables: keep the load balancer away.
+            raise errors.Unavailable(
+                "The database has no schema: run `alembic upgrade head` against it"
+            )
         return JSONResponse({"status": "ready"})
 
     for router in (
@@ -161,6 +167,14 @@ def create_app(
 
 
 READY_TIMEOUT_S = 2.0
+# Whether migrations have run on the database: one catalog lookup, no error when they have not.
+MIGRATED = {
+    "postgresql": text("SELECT to_regclass('alembic_version') IS NOT NULL"),
+    "sqlite": text(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master"
+        " WHERE type = 'table' AND name = 'alembic_version')"
+    ),
+}
 # Python's default is 700: under load a worker ran dozens of young collections a second, and
 # full ones often enough to spend about a seventh of its CPU in the collector (bench/README).
 GC_YOUNG_THRESHOLD = 10_000

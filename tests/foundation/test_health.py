@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.main import GC_YOUNG_THRESHOLD, create_app
-from tests.conftest import Tokens, make_settings
+from tests.conftest import Tokens, fresh_database, make_settings, upgrade
 
 
 def test_healthz_answers_without_a_token(client: TestClient) -> None:
@@ -19,6 +20,18 @@ def test_readyz_runs_a_query(client: TestClient) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200
     assert response.json() == {"status": "ready"}
+
+
+def test_readyz_is_503_until_the_database_has_its_schema(tmp_path: Path) -> None:
+    # A server started before its migrations ran: the database answers, every request would fail.
+    with fresh_database(tmp_path) as url, TestClient(create_app(make_settings(url))) as client:
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        assert int(response.headers["retry-after"]) > 0
+        assert "alembic upgrade head" in response.json()["detail"]
+        upgrade(url)
+        assert client.get("/readyz").json() == {"status": "ready"}
 
 
 def test_readyz_is_503_with_retry_after_when_the_database_does_not_answer() -> None:

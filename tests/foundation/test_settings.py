@@ -45,4 +45,8 @@ def test_an_in_memory_sqlite_url_starts() -> None:
     settings = Settings(_env_file=None, database_url="sqlite://", worker_mode="off")  # type: ignore[call-arg]
     app = create_app(settings)
     with TestClient(app) as client:
-        assert client.get("/readyz").status_code == 200
+        assert client.get("/healthz").status_code == 200
+        # It answers, and says that it has no tables.
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert "alembic upgrade head" in response.json()["detail"]
