@@ -161,7 +161,35 @@ async def _request_validation(_: Request, exc: RequestValidationError) -> JSONRe
     return problem_response(422, "Validation failed", summary, errors=errors)
 
 
-async def _db_unavailable(_: Request, exc: Exception) -> JSONResponse:
+# PostgreSQL's undefined_table and undefined_column, SQLite's messages for the same.
+_NO_SCHEMA_STATES = ("42P01", "42703")
+_NO_SCHEMA_MESSAGES = ("no such table", "no such column")
+
+
+def _schema_missing(exc: Exception) -> bool:
+    """The database lacks the service's tables or columns: its migrations have not run."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) in _NO_SCHEMA_STATES:
+        return True
+    return isinstance(exc, OperationalError) and str(orig).startswith(_NO_SCHEMA_MESSAGES)
+
+
+async def _schema_not_ready(_: Request, exc: Exception) -> JSONResponse:
+    log.error(
+        "database schema missing or out of date (%s): run `alembic upgrade head`",
+        type(getattr(exc, "orig", None) or exc).__name__,
+    )
+    return problem_response(
+        503,
+        "Service unavailable",
+        "The database is not ready for this service; retry shortly",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+async def _db_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    if _schema_missing(exc):
+        return await _schema_not_ready(request, exc)
     cause = type(getattr(exc, "orig", None) or exc).__name__
     log.warning("database unavailable: %s", cause)
     # A statement or lock timeout (the server is overloaded, or another request holds the
@@ -203,6 +231,8 @@ def install(app: FastAPI) -> None:
 async def _db_error(request: Request, exc: DBAPIError) -> JSONResponse:
     if exc.connection_invalidated:
         return await _db_unavailable(request, exc)
+    if _schema_missing(exc):
+        return await _schema_not_ready(request, exc)
     return await _unexpected(request, exc)
 
 

@@ -23,15 +23,23 @@ def test_readyz_runs_a_query(client: TestClient) -> None:
 
 
 def test_readyz_is_503_until_the_database_has_its_schema(tmp_path: Path) -> None:
-    # A server started before its migrations ran: the database answers, every request would fail.
+    # A server started before its migrations ran: the database answers, its tables are missing.
     with fresh_database(tmp_path) as url, TestClient(create_app(make_settings(url))) as client:
         response = client.get("/readyz")
         assert response.status_code == 503
         assert response.headers["content-type"] == "application/problem+json"
         assert int(response.headers["retry-after"]) > 0
         assert "alembic upgrade head" in response.json()["detail"]
+        # Requests meanwhile: 503 to retry later, not a 500.
+        admin = Tokens(make_settings(url)).admin()
+        for path in ("/v1/symptoms", "/v1/alerts"):
+            response = client.get(path, headers=admin)
+            assert response.status_code == 503, path
+            assert response.headers["content-type"] == "application/problem+json"
+            assert int(response.headers["retry-after"]) > 0
         upgrade(url)
         assert client.get("/readyz").json() == {"status": "ready"}
+        assert client.get("/v1/symptoms", headers=admin).status_code == 200
 
 
 def test_readyz_is_503_with_retry_after_when_the_database_does_not_answer() -> None:
