@@ -174,16 +174,13 @@ def _schema_missing(exc: Exception) -> bool:
     return isinstance(exc, OperationalError) and str(orig).startswith(_NO_SCHEMA_MESSAGES)
 
 
-async def _schema_not_ready(_: Request, exc: Exception) -> JSONResponse:
+async def _schema_not_ready(request: Request, exc: Exception) -> JSONResponse:
     log.error(
         "database schema missing or out of date (%s): run `alembic upgrade head`",
         type(getattr(exc, "orig", None) or exc).__name__,
     )
-    return problem_response(
-        503,
-        "Service unavailable",
-        "The database is not ready for this service; retry shortly",
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    return await _app_error(
+        request, Unavailable("The database is not ready for this service; retry shortly")
     )
 
 
