@@ -226,10 +226,8 @@ def install(app: FastAPI) -> None:
 
 
 async def _db_error(request: Request, exc: DBAPIError) -> JSONResponse:
-    if exc.connection_invalidated:
+    if exc.connection_invalidated or _schema_missing(exc):
         return await _db_unavailable(request, exc)
-    if _schema_missing(exc):
-        return await _schema_not_ready(request, exc)
     return await _unexpected(request, exc)
 
 
