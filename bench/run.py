@@ -475,6 +475,8 @@ def start_server(
     if app_dir is not None:
         cmd += ["--app-dir", str(app_dir)]
     out = open(log_path, "ab")  # noqa: SIM115 (closed with the server)
+    # The log holds earlier rounds' servers too: only this one's workers count as started.
+    begun = out.tell()
     proc = subprocess.Popen(
         cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -491,7 +493,7 @@ def start_server(
             if proc.poll() is not None:
                 stop_now()
                 raise SystemExit(f"{app} exited at start:\n{log_path.read_text()[-3000:]}")
-            started = log_path.read_text(errors="replace").count("Application startup complete")
+            started = server.log_since(begun).count("Application startup complete")
             try:
                 ok = client.get(server.url + ready_path).status_code == 200
             except httpx.HTTPError:
