@@ -595,7 +595,11 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One transaction: committed when the block ends, rolled back if it raises."""
-        async with self.turn(write=True), self.writer() as session, session.begin():
+        # The turn ends with the transaction, before the session closes: SQLAlchemy closes it in
+        # a task of its own, and while this one waits for it the event loop runs whatever else
+        # is ready (the requests that arrived meanwhile). On SQLite every other writer would wait
+        # for that too: it held the write lock 1-2 ms a turn (bench/README.md).
+        async with self.writer() as session, self.turn(write=True), session.begin():
             yield session
 
     @asynccontextmanager
