@@ -70,10 +70,11 @@ class GroupWriter:
     async def submit(
         self, patient_id: uuid.UUID, principal: Principal, body: ReportCreate
     ) -> tuple[ReportCreated, bool]:
-        answer: tuple[ReportCreated, bool] = await self._run(
+        answer: service.Created | tuple[ReportCreated, bool] = await self._run(
             service.Single(patient_id, principal, body)
         )
-        return answer
+        # Built here, by the request, not by the writer: it has gone on to the next group.
+        return answer.response() if isinstance(answer, service.Created) else answer
 
     async def submit_batch(
         self, patient_id: uuid.UUID, principal: Principal, items: list[dict[str, object]]

@@ -305,9 +305,6 @@ class Deferred:
 
 
 DEFERRED = Deferred()
-# Per job: the report and whether it is new, the batch's results, the problem it met, or
-# DEFERRED.
-Answer = tuple[ReportCreated, bool] | list[BatchResult] | AppError | Deferred
 
 
 @dataclass(slots=True)
@@ -319,6 +316,25 @@ class Outcome:
     received_at: datetime
     advice_severity: str | None
     alerts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """A report this transaction stored, answered once it committed: its response is built
+    then, outside SQLite's write lock (``response()``)."""
+
+    patient_id: uuid.UUID
+    catalog: EvaluationCatalog
+    outcome: Outcome
+    new: bool
+
+    def response(self) -> tuple[ReportCreated, bool]:
+        return _created(self.patient_id, self.catalog, self.outcome), self.new
+
+
+# Per job: the report stored (Created) or replayed and whether it is new, the batch's results,
+# the problem it met, or DEFERRED.
+Answer = Created | tuple[ReportCreated, bool] | list[BatchResult] | AppError | Deferred
 
 
 def body_hash(body: ReportCreate) -> str:
@@ -516,12 +532,12 @@ async def write_group(
         elif isinstance(answer, _Fresh):
             outcome = by_id[answer.report_id]
             audit += _audit(job, [outcome])
-            answers[j] = (_created(job.patient_id, catalog, outcome), True)
+            answers[j] = Created(job.patient_id, catalog, outcome, new=True)
         elif isinstance(answer, _Known):
             if answer.stored is not None:
                 answers[j] = (await _replay(session, catalog, answer.stored), False)
             else:  # the same report twice in this group: the second is the first's replay
-                answers[j] = (_created(job.patient_id, catalog, by_id[answer.report_id]), False)
+                answers[j] = Created(job.patient_id, catalog, by_id[answer.report_id], new=False)
     await write_rows(session, audit)
     # Last: the events' ordering lock is held only from here to the commit.
     await write_events(conn, events)
