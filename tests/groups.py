@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -11,18 +10,17 @@ import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
+from api.reports import service
+
 Send = tuple[str, dict[str, Any], dict[str, str]]  # path, JSON body, headers
 
 
 def send_as_group(
-    client: TestClient,
-    first: Send,
-    rest: list[Send],
-    hold_database: bool = True,
+    client: TestClient, first: Send, rest: list[Send]
 ) -> tuple[list[httpx.Response], int]:
     """Send ``first``; once the writer has taken it, send ``rest``, which queue behind it and
-    make the next group. With ``hold_database``, the writer cannot start on ``first`` until
-    ``rest`` has queued (else ``first`` must itself be kept waiting, e.g. by a row lock).
+    make the next group. ``first``'s group is kept inside its transaction until ``rest`` has
+    queued.
 
     The responses, ``first``'s first, and the number of audit inserts: one per transaction
     that stored reports.
@@ -43,19 +41,28 @@ def send_as_group(
         raise AssertionError("the reports never queued")
 
     async def scenario() -> list[httpx.Response]:
+        queued = asyncio.Event()
+        write_group = service.write_group
+
+        async def first_waits(session: Any, jobs: Any, skip_locked: bool = False) -> Any:
+            await queued.wait()
+            return await write_group(session, jobs, skip_locked)
+
         transport = httpx.ASGITransport(app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
 
             def send(path: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
                 return asyncio.create_task(http.post(path, json=body, headers=headers))
 
-            # The only place at the database, so the writer waits for it.
-            hold = db.turn() if hold_database else contextlib.nullcontext()
-            async with hold:
+            service.write_group = first_waits  # type: ignore[assignment]
+            try:
                 tasks = [send(*first)]
                 await until(lambda: writer.queued == 0 and writer.writing)
                 tasks += [send(*item) for item in rest]
                 await until(lambda: writer.queued == len(rest))
+            finally:
+                service.write_group = write_group  # type: ignore[assignment]
+                queued.set()
             return list(await asyncio.gather(*tasks))
 
     engine = db.engine.sync_engine

@@ -1,11 +1,12 @@
 """Group commit: the reports that arrive while one transaction is being written share the next.
 
 Each worker process writes one group at a time. A report that finds the writer idle starts a
-group at once (no timer); the ones that arrive meanwhile wait and form the next group, so the
-busier the service, the more reports share a transaction and its statements: one lock
-statement for all their patients, one read of their history, one insert per table, one
-commit (``service.write_group``). Every report of a group is answered after its group
-committed.
+group at once (no timer); the ones that arrive meanwhile wait and form the next group, taken
+from the queue once the writer's turn at the database has come (on SQLite, after the other
+processes' writers). So the busier the service, the more reports share a transaction and its
+statements: one lock statement for all their patients, one read of their history, one insert
+per table, one commit (``service.write_group``). Every report of a group is answered after its
+group committed.
 
 Groups of different processes run side by side. A group does not wait for a patient another
 group holds: it writes the rest, and that patient's reports go first into the next group,
@@ -66,6 +67,7 @@ class GroupWriter:
         self.max_reports = max_reports
         self._queue: deque[_Waiting] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._group: list[_Waiting] = []  # the group being written
 
     async def submit(
         self, patient_id: uuid.UUID, principal: Principal, body: ReportCreate
@@ -120,16 +122,15 @@ class GroupWriter:
             raise
 
     async def _drain(self) -> None:
-        group: list[_Waiting] = []
         try:
             while self._queue:
-                group = self._next_group()
-                await self._write(group)
+                await self._write()
         except BaseException:
-            for waiting in group:
+            for waiting in self._group:
                 waiting.settle(Unavailable("The report writer stopped; retry shortly"))
             raise
         finally:
+            self._group = []
             self._task = None
 
     def _next_group(self) -> list[_Waiting]:
@@ -142,16 +143,30 @@ class GroupWriter:
             size += waiting.job.size
         return group
 
-    async def _write(self, group: list[_Waiting]) -> None:
-        # SQLite has no row locks to pass over: skipping there only defers unknown patients.
-        skip_locked = self.db.dialect == "postgresql" and not any(w.passed_over for w in group)
+    async def _write(self, group: list[_Waiting] | None = None) -> None:
+        """Write ``group``, or what is queued once this writer's turn has come."""
         try:
             async with self.db.write() as session:
+                # Formed once the turn is ours, not before: on SQLite the reports that came
+                # while the other processes wrote join this group instead of waiting for the next.
+                group = self._group = self._next_group() if group is None else group
+                if not group:  # those queued gave up while the turn was awaited
+                    return
+                # SQLite has no row locks to pass over: skipping there only defers unknown patients.
+                skip_locked = self.db.dialect == "postgresql" and not any(
+                    w.passed_over for w in group
+                )
                 answers, stored = await service.write_group(
                     session, [w.job for w in group], skip_locked
                 )
         except Exception as exc:
-            if len(group) == 1 or _connection_lost(exc):
+            if group is None:
+                if isinstance(exc, PoolTimeoutError):
+                    # No turn came: those queued are "busy" by their own clocks, not by the
+                    # writer's, which began after some of them and before others.
+                    return
+                group = self._group = self._next_group()
+            if len(group) <= 1 or _connection_lost(exc):
                 for waiting in group:
                     waiting.settle(exc)
                 return

@@ -205,10 +205,7 @@ def test_a_lock_timeout_in_a_group_fails_only_the_report_that_waited(
         )
 
     engine = create_engine(database_url)
-    # One place at the database, so that send_as_group can keep the writer from starting.
-    settings = make_settings(
-        database_url, db_statement_timeout_ms=500, db_pool_size=1, db_max_overflow=0
-    )
+    settings = make_settings(database_url, db_statement_timeout_ms=500)
     app = create_app(settings)
     with (
         engine.connect() as holder,
