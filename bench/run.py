@@ -16,7 +16,8 @@ driven like ingest, gives the tutorial baseline. Each run also measures the CPU 
 processes and of the PostgreSQL backends serving its database, per request (CpuMeter).
 With --against, the service of each git revision (a worktree) runs in turn with this checkout's on
 copies of the same seed, for --rounds rounds, and the runs are listed side by side; with
---rounds, the tutorial baseline runs at the start of every round.
+--rounds, the tutorial baseline runs at the start of every round. The databases of a size are
+all seeded before the runs, which then take turns between them, round by round.
 Prints one table, and writes it (JSON and markdown) with the raw wrk output and the server logs to
 bench/results/<date>/. Servers, databases and temp files are removed on exit, Ctrl-C included.
 """
@@ -1482,9 +1483,13 @@ def main(argv: list[str] | None = None) -> int:
     baseline_done: set[str] = set()
     interrupted = False
     try:
-        for kind in dbs:
-            for n in sizes:
-                size = size_label(n)
+        for n in sizes:
+            size = size_label(n)
+            # Every database of a size is seeded first, then the rounds run with the databases
+            # taking turns (each round in the other order), so that the machine's drift favours
+            # neither when they are compared.
+            seeded_dbs: dict[str, tuple[Database, seeding.SeedResult, str]] = {}
+            for kind in dbs:
                 secret = secrets.token_urlsafe(48)
                 if kind == "postgres":
                     template = create_postgres(args.pg_url, cleanup)
@@ -1508,6 +1513,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.seed_only:
                     template.drop()
                     continue
+                seeded_dbs[kind] = (template, seeded, secret)
                 if not args.no_echo and not echo:
                     # the echo bound, once per worker count and connection count, with the
                     # patients (tokens, paths, bodies) of the first seeded database
@@ -1541,60 +1547,62 @@ def main(argv: list[str] | None = None) -> int:
                         for p in pool
                     }
                     write_patients_file(baseline_file, pool, toks)
-                # each round runs the codes in the other order, so drift favours none of them
-                turns = [
-                    (r, code, workers)
-                    for r in range(args.rounds)
-                    for code in (codes if r % 2 == 0 else codes[::-1])
-                    for workers in workers_list
-                ]
-                for i, (r, code, workers) in enumerate(turns):
-                    # The baseline once per database; with --rounds at the start of every round,
-                    # so that each run's ratio is to a baseline run beside it.
-                    first_of_round = i == 0 or turns[i - 1][0] != r
-                    if (
-                        with_baseline
-                        and first_of_round
-                        and (args.rounds > 1 or kind not in baseline_done)
-                    ):
-                        baseline_done.add(kind)
-                        for w in workers_list:
-                            log(f"{kind} tutorial baseline: uvicorn baseline_app:app --workers {w}")
-                            run_baseline(
-                                cfg,
-                                cleanup,
-                                kind,
-                                w,
-                                baseline_conns,
-                                baseline_file,
-                                echo,
-                                baseline,
-                                rows,
-                            )
-                    if i == len(turns) - 1:
-                        db = template
-                    elif kind == "postgres":
-                        db = create_postgres(args.pg_url, cleanup, template.url.rsplit("/", 1)[1])
-                    else:
-                        db = create_sqlite(
-                            workdir, cleanup, Path(template.url[len("sqlite:///") :])
-                        )
-                    try:
-                        run_service(
+            # each round runs the codes (and the databases) in the other order, so drift
+            # favours none of them
+            turns = [
+                (r, kind, code, workers)
+                for r in range(args.rounds)
+                for kind in (list(seeded_dbs) if r % 2 == 0 else list(seeded_dbs)[::-1])
+                for code in (codes if r % 2 == 0 else codes[::-1])
+                for workers in workers_list
+            ]
+            for i, (r, kind, code, workers) in enumerate(turns):
+                template, seeded, secret = seeded_dbs[kind]
+                baseline_file = workdir / f"patients-baseline-{kind}.tsv"
+                # The baseline once per database; with --rounds at the start of each database's
+                # turn in every round, so that each run's ratio is to a baseline run beside it.
+                first_of_turn = i == 0 or turns[i - 1][:2] != (r, kind)
+                if (
+                    with_baseline
+                    and first_of_turn
+                    and (args.rounds > 1 or kind not in baseline_done)
+                ):
+                    baseline_done.add(kind)
+                    for w in workers_list:
+                        log(f"{kind} tutorial baseline: uvicorn baseline_app:app --workers {w}")
+                        run_baseline(
                             cfg,
                             cleanup,
-                            db,
-                            secret,
-                            seeded,
-                            workers,
-                            size,
+                            kind,
+                            w,
+                            baseline_conns,
+                            baseline_file,
                             echo,
                             baseline,
                             rows,
-                            code if len(codes) > 1 else None,
                         )
-                    finally:
-                        db.drop()
+                if all(t[1] != kind for t in turns[i + 1 :]):
+                    db = template  # the database's last run: on the seed itself, not a copy
+                elif kind == "postgres":
+                    db = create_postgres(args.pg_url, cleanup, template.url.rsplit("/", 1)[1])
+                else:
+                    db = create_sqlite(workdir, cleanup, Path(template.url[len("sqlite:///") :]))
+                try:
+                    run_service(
+                        cfg,
+                        cleanup,
+                        db,
+                        secret,
+                        seeded,
+                        workers,
+                        size,
+                        echo,
+                        baseline,
+                        rows,
+                        code if len(codes) > 1 else None,
+                    )
+                finally:
+                    db.drop()
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: cleaning up")
