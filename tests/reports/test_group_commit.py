@@ -51,6 +51,54 @@ def test_reports_that_queue_together_are_written_in_one_transaction(
         assert {a["patient_id"] for a in response.json()["alerts"]} == {patient["id"]}
 
 
+def test_reports_that_queue_while_the_writer_waits_for_its_turn_join_its_group(
+    world: World, client: TestClient, tokens: Tokens
+) -> None:
+    """The writer takes its group from the queue once its turn at the database has come, not
+    before: on SQLite the reports that came while another process wrote share its transaction."""
+    patients = [world.patient(drugs=("aldesleukin",)) for _ in range(3)]
+    app = client.app
+    db, writer = app.state.db, app.state.report_writer  # type: ignore[attr-defined]
+    audits: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO audit_events"):
+            audits.append(statement)
+
+    async def scenario() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            async with db.turn():  # the database's one place, taken by another writer
+                tasks = [
+                    asyncio.create_task(
+                        http.post(
+                            f"/v1/patients/{p['id']}/reports",
+                            json=report_body({"fever": 3}, {"temperature_c": 39.2}),
+                            headers=tokens.patient(p["id"]),
+                        )
+                    )
+                    for p in patients
+                ]
+                for _ in range(1000):
+                    if writer.queued == len(patients):
+                        break
+                    await asyncio.sleep(0.01)
+                # None taken while the writer waits: all three are still in the queue.
+                assert writer.queued == len(patients) and writer.writing
+            return list(await asyncio.gather(*tasks))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        responses = client.portal.call(scenario)  # type: ignore[union-attr]
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+    assert [r.status_code for r in responses] == [201] * 3, [r.text for r in responses]
+    assert len(audits) == 1  # one transaction
+    for patient, response in zip(patients, responses, strict=True):
+        assert _stored(client, patient["id"]) == 1
+        assert {a["patient_id"] for a in response.json()["alerts"]} == {patient["id"]}
+
+
 def test_a_group_on_postgresql_sends_the_same_statements_for_one_patient_or_many(
     world: World, client: TestClient, tokens: Tokens
 ) -> None:
