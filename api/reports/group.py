@@ -149,7 +149,10 @@ class GroupWriter:
             async with self.db.write() as session:
                 # Formed once the turn is ours, not before: on SQLite the reports that came
                 # while the other processes wrote join this group instead of waiting for the next.
-                group = self._group = self._next_group() if group is None else group
+                # A report written again on its own keeps _group its whole group, all of which
+                # _drain answers if the writer is stopped meanwhile.
+                if group is None:
+                    group = self._group = self._next_group()
                 if not group:  # those queued gave up while the turn was awaited
                     return
                 # SQLite has no row locks to pass over: skipping there only defers unknown patients.
