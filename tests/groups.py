@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -22,23 +23,10 @@ def send_as_group(
     make the next group. ``first``'s group is kept inside its transaction until ``rest`` has
     queued.
 
-    The responses, ``first``'s first, and the number of audit inserts: one per transaction
-    that stored reports.
+    The responses, ``first``'s first, and the number of transactions that stored reports.
     """
     app = client.app
-    db, writer = app.state.db, app.state.report_writer  # type: ignore[attr-defined]
-    inserts: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.startswith("INSERT INTO audit_events"):
-            inserts.append(statement)
-
-    async def until(done: Callable[[], bool]) -> None:
-        for _ in range(1000):
-            if done():
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError("the reports never queued")
+    writer = app.state.report_writer  # type: ignore[attr-defined]
 
     async def scenario() -> list[httpx.Response]:
         queued = asyncio.Event()
@@ -50,25 +38,69 @@ def send_as_group(
 
         transport = httpx.ASGITransport(app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-
-            def send(path: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
-                return asyncio.create_task(http.post(path, json=body, headers=headers))
-
             service.write_group = first_waits  # type: ignore[assignment]
             try:
-                tasks = [send(*first)]
-                await until(lambda: writer.queued == 0 and writer.writing)
-                tasks += [send(*item) for item in rest]
-                await until(lambda: writer.queued == len(rest))
+                tasks = [_post(http, first)]
+                await _until(lambda: writer.queued == 0 and writer.writing)
+                tasks += [_post(http, item) for item in rest]
+                await _until(lambda: writer.queued == len(rest))
             finally:
                 service.write_group = write_group  # type: ignore[assignment]
                 queued.set()
             return list(await asyncio.gather(*tasks))
 
-    engine = db.engine.sync_engine
+    with _transactions(client) as stored:
+        responses = client.portal.call(scenario)  # type: ignore[union-attr]
+    return responses, len(stored)
+
+
+def send_while_busy(client: TestClient, sends: list[Send]) -> tuple[list[httpx.Response], int]:
+    """Send ``sends`` while the database's one place is held (as by another writer), and free
+    it once every one has queued: the writer waits for its turn with none of them taken.
+
+    The responses, in order, and the number of transactions that stored reports.
+    """
+    app = client.app
+    db, writer = app.state.db, app.state.report_writer  # type: ignore[attr-defined]
+
+    async def scenario() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            async with db.turn():
+                tasks = [_post(http, item) for item in sends]
+                await _until(lambda: writer.queued == len(sends) and writer.writing)
+            return list(await asyncio.gather(*tasks))
+
+    with _transactions(client) as stored:
+        responses = client.portal.call(scenario)  # type: ignore[union-attr]
+    return responses, len(stored)
+
+
+@contextlib.contextmanager
+def _transactions(client: TestClient) -> Iterator[list[str]]:
+    """The audit inserts made meanwhile: one per transaction that stored reports."""
+    inserts: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO audit_events"):
+            inserts.append(statement)
+
+    engine = client.app.state.db.engine.sync_engine  # type: ignore[attr-defined]
     event.listen(engine, "before_cursor_execute", count)
     try:
-        responses = client.portal.call(scenario)  # type: ignore[union-attr]
+        yield inserts
     finally:
         event.remove(engine, "before_cursor_execute", count)
-    return responses, len(inserts)
+
+
+def _post(http: httpx.AsyncClient, send: Send) -> asyncio.Task[httpx.Response]:
+    path, body, headers = send
+    return asyncio.create_task(http.post(path, json=body, headers=headers))
+
+
+async def _until(done: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if done():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the reports never queued")

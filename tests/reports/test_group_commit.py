@@ -17,7 +17,7 @@ from api.alerts.models import Alert
 from api.main import create_app
 from api.reports.models import Report
 from tests.conftest import Tokens, World, db_execute, engine_of, make_settings, report_body
-from tests.groups import Send, send_as_group
+from tests.groups import Send, send_as_group, send_while_busy
 
 
 def _stored(client: TestClient, patient_id: str) -> int:
@@ -57,43 +57,17 @@ def test_reports_that_queue_while_the_writer_waits_for_its_turn_join_its_group(
     """The writer takes its group from the queue once its turn at the database has come, not
     before: on SQLite the reports that came while another process wrote share its transaction."""
     patients = [world.patient(drugs=("aldesleukin",)) for _ in range(3)]
-    app = client.app
-    db, writer = app.state.db, app.state.report_writer  # type: ignore[attr-defined]
-    audits: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.startswith("INSERT INTO audit_events"):
-            audits.append(statement)
-
-    async def scenario() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app)  # type: ignore[arg-type]
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            async with db.turn():  # the database's one place, taken by another writer
-                tasks = [
-                    asyncio.create_task(
-                        http.post(
-                            f"/v1/patients/{p['id']}/reports",
-                            json=report_body({"fever": 3}, {"temperature_c": 39.2}),
-                            headers=tokens.patient(p["id"]),
-                        )
-                    )
-                    for p in patients
-                ]
-                for _ in range(1000):
-                    if writer.queued == len(patients):
-                        break
-                    await asyncio.sleep(0.01)
-                # None taken while the writer waits: all three are still in the queue.
-                assert writer.queued == len(patients) and writer.writing
-            return list(await asyncio.gather(*tasks))
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", count)
-    try:
-        responses = client.portal.call(scenario)  # type: ignore[union-attr]
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+    send = [
+        (
+            f"/v1/patients/{p['id']}/reports",
+            report_body({"fever": 3}, {"temperature_c": 39.2}),
+            tokens.patient(p["id"]),
+        )
+        for p in patients
+    ]
+    responses, transactions = send_while_busy(client, send)
     assert [r.status_code for r in responses] == [201] * 3, [r.text for r in responses]
-    assert len(audits) == 1  # one transaction
+    assert transactions == 1
     for patient, response in zip(patients, responses, strict=True):
         assert _stored(client, patient["id"]) == 1
         assert {a["patient_id"] for a in response.json()["alerts"]} == {patient["id"]}
