@@ -33,6 +33,7 @@ from sqlalchemy import (
     insert,
     make_url,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL, Dialect
@@ -49,6 +50,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import Pool
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
@@ -141,17 +143,45 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class _Shape(typing.NamedTuple):
+    kind: str  # insert | update
+    model: type[Base]
+    names: tuple[str, ...]
+    before: str | None  # a select list evaluated before any row is drawn
+
+
 @cache
-def _document_insert(model: type[Base], names: tuple[str, ...], dialect: Dialect) -> TextClause:
+def _document_writes(shapes: tuple[_Shape, ...], dialect: Dialect) -> TextClause:
+    """One statement for ``shapes``, in their order: each but the last a data-modifying WITH,
+    each reading its rows from the JSON document ``:rows<i>``."""
     quote = dialect.identifier_preparer
-    table = quote.format_table(model.__table__)
-    columns = ", ".join(quote.quote(name) for name in names)
-    # In the given order: identity columns (alert events) count in it. Only the model's own
-    # names, quoted by the dialect, go into the SQL.
-    source = f"json_populate_recordset(NULL::{table}, CAST(:rows AS json)) WITH ORDINALITY AS r"
-    return text(
-        f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {source} ORDER BY r.ordinality"  # noqa: S608
-    )
+    ctes, statements = [], []
+    for i, (kind, model, names, before) in enumerate(shapes):
+        table = quote.format_table(model.__table__)
+        columns = [quote.quote(name) for name in names]
+        source = f"json_populate_recordset(NULL::{table}, CAST(:rows{i} AS json))"
+        if before is not None:
+            # Joined to every row: no row, nor the ids drawn for it, comes before it is evaluated.
+            ctes.append(f"b{i} AS MATERIALIZED (SELECT {before})")
+            source = f"b{i} CROSS JOIN {source}"
+        if kind == "insert":
+            # In the given order: identity columns (alert events) count in it.
+            listed = ", ".join(columns)
+            statements.append(
+                f"INSERT INTO {table} ({listed}) SELECT {listed} FROM {source} "  # noqa: S608
+                "WITH ORDINALITY AS r ORDER BY r.ordinality"
+            )
+        else:
+            key, *rest = columns
+            values = ", ".join(f"{c} = r.{c}" for c in rest)
+            statements.append(
+                f"UPDATE {table} AS t SET {values} FROM {source} AS r WHERE t.{key} = r.{key}"  # noqa: S608
+            )
+    *first, last = statements
+    # Only the models' own names, quoted by the dialect, and the callers' constants go into
+    # the SQL.
+    ctes += [f"w{i} AS ({sql})" for i, sql in enumerate(first)]
+    return text(f"WITH {', '.join(ctes)} {last}" if ctes else last)
 
 
 @lru_cache(maxsize=1024)
@@ -209,23 +239,68 @@ async def first_column(
 async def insert_rows(
     conn: AsyncConnection, model: type[Base], rows: Sequence[dict[str, Any]]
 ) -> None:
-    """Insert ``rows`` (each with the same keys) into ``model``'s table in one statement.
+    """Insert ``rows`` (each with the same keys) into ``model``'s table in one statement."""
+    writes = Writes()
+    writes.insert(model, rows)
+    await writes.flush(conn)
 
-    On PostgreSQL the rows go as one JSON document, written by pydantic-core's serialiser and
-    read back into the table's row type by the database, so that a group of any size is one
-    statement, planned once. The driver's executemany would send one statement a row, and
-    binding each column as an array costs more Python than the statement does (psycopg dumps
-    arrays element by element). Times go with their offset: rows carry aware times only, as
-    everywhere in the service (a naive one would be read in the session's time zone). SQLite's
-    executemany runs inside the process.
+
+class Writes:
+    """Rows for several tables, written by ``flush`` in the order they were given.
+
+    On PostgreSQL every table's rows go in one statement, each as one JSON document, written by
+    pydantic-core's serialiser and read back into the table's row type by the database: a group
+    of reports, whatever its size, is one round trip for its reports, symptoms, alerts and audit
+    rows, and a statement of few shapes, each planned once. The driver's executemany would send
+    one statement a row, and binding each column as an array costs more Python than the
+    statement does (psycopg dumps arrays element by element). Times go with their offset: rows
+    carry aware times only, as everywhere in the service (a naive one would be read in the
+    session's time zone). On SQLite each table is an executemany, which runs inside the process.
     """
-    if not rows:
-        return
-    if conn.dialect.name != "postgresql":
-        await conn.execute(insert(model), list(rows))
-        return
-    statement = _document_insert(model, tuple(rows[0]), conn.dialect)
-    await conn.execute(statement, {"rows": to_json(rows).decode()})
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[_Shape, Sequence[dict[str, Any]]]] = []
+
+    def insert(
+        self, model: type[Base], rows: Sequence[dict[str, Any]], *, before: str | None = None
+    ) -> None:
+        """Insert ``rows``, each with the same keys. On PostgreSQL, ``before`` (a constant
+        select list) is evaluated in the same statement before any of them is drawn."""
+        if rows:
+            self._parts.append((_Shape("insert", model, tuple(rows[0]), before), rows))
+
+    def update(self, model: type[Base], rows: Sequence[dict[str, Any]]) -> None:
+        """Set the other columns of each of ``rows`` (each with the same keys, ``id`` first) on
+        the row of its ``id``."""
+        if rows:
+            self._parts.append((_Shape("update", model, tuple(rows[0]), None), rows))
+
+    async def flush(self, conn: AsyncConnection) -> None:
+        parts, self._parts = self._parts, []
+        if not parts:
+            return
+        if conn.dialect.name == "postgresql":
+            shapes = tuple(shape for shape, _ in parts)
+            values = {f"rows{i}": to_json(rows).decode() for i, (_, rows) in enumerate(parts)}
+            await conn.execute(_document_writes(shapes, conn.dialect), values)
+            return
+        for shape, rows in parts:
+            if shape.kind == "insert":
+                await conn.execute(insert(shape.model), list(rows))
+            else:
+                # Bound under other names than the columns', which SQLAlchemy keeps for itself.
+                bound = [{f"b_{name}": value for name, value in row.items()} for row in rows]
+                await conn.execute(_keyed_update(shape.model, shape.names), bound)
+
+
+@cache
+def _keyed_update(model: type[Base], names: tuple[str, ...]) -> Update:
+    key, *rest = names
+    return (
+        update(model)
+        .where(model.__table__.c[key] == bindparam(f"b_{key}"))
+        .values({name: bindparam(f"b_{name}") for name in rest})
+    )
 
 
 def make_engine(settings: DatabaseSettings) -> Engine:

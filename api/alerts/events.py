@@ -4,13 +4,14 @@ Ordering (API.md: "a reader that has seen event N never misses an event that com
 a smaller id"). PostgreSQL hands out identity values when a row is inserted, not when its
 transaction commits, so two writers could commit out of id order and a reader paging by id
 would step over the smaller id. Every transaction that writes events therefore takes one
-transaction-level advisory lock right before its first event insert and keeps it until it
-ends: from the moment a writer draws ids until its commit, no other writer can draw any, so
-commit order is id order and every id below a visible one is already visible (or rolled back
-for good). The lock is taken as late as possible (after the alert rows are written and
-locked), so writers queue only for the last statements of their transactions, and a holder
-never waits for another lock afterwards, so it cannot deadlock. SQLite has one writer at a
-time anyway (BEGIN IMMEDIATE), which gives the same order.
+transaction-level advisory lock in the statement that inserts its events, before it draws
+their ids, and keeps it until it ends: from the moment a writer draws ids until its commit, no
+other writer can draw any, so commit order is id order and every id below a visible one is
+already visible (or rolled back for good). The lock is taken as late as possible, in the
+transaction's last statement (a group of reports writes all its rows in that one statement), so
+writers queue only for its end. A holder cannot deadlock: the rows it writes after the lock are
+its own new ones or ones it locked before (the patients, their open alerts). SQLite has one
+writer at a time anyway (BEGIN IMMEDIATE), which gives the same order.
 
 The reader side is then plain keyset paging on ``id`` (streams, webhook fan-out).
 Proven by tests/notifications/test_event_order.py.
@@ -21,11 +22,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.alerts.models import AlertEvent
-from api.db import insert_rows
+from api.db import Writes
 
 EVENT_TYPES = (
     "alert.raised",
@@ -41,20 +41,22 @@ CHANNEL = "alert_events"
 # An arbitrary constant that names "the event writers" among advisory locks.
 _EVENT_LOCK_KEY = 0x616C657274  # "alert"
 
-# One round trip: the lock, and the notification (queued now, sent at commit, folded into one
-# per transaction).
-_lock_and_notify = text(
-    f"SELECT pg_advisory_xact_lock({_EVENT_LOCK_KEY}), pg_notify('{CHANNEL}', '')"
-)
+# Taken in the statement that inserts the events, before their ids are drawn, with the
+# notification (queued now, sent at commit, folded into one per transaction).
+_LOCK_AND_NOTIFY = f"pg_advisory_xact_lock({_EVENT_LOCK_KEY}), pg_notify('{CHANNEL}', '')"
+
+
+def add_events(writes: Writes, rows: Sequence[dict[str, Any]]) -> None:
+    """Add ``rows`` to ``writes``, to be inserted into alert_events in order; flush them as the
+    transaction's last writes."""
+    writes.insert(AlertEvent, rows, before=_LOCK_AND_NOTIFY)
 
 
 async def write_events(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     """Insert ``rows`` into alert_events in order; call as the transaction's last writes."""
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        await conn.execute(_lock_and_notify)
-    await insert_rows(conn, AlertEvent, rows)
+    writes = Writes()
+    add_events(writes, rows)
+    await writes.flush(conn)
 
 
 def event_row(

@@ -27,7 +27,7 @@ from api.alerts.models import OPEN_STATUSES, Alert, AlertEvent
 from api.alerts.pages import PageCache
 from api.alerts.schemas import AlertEventRead, AlertRead, SummaryCounts
 from api.audit.service import record
-from api.db import Database, first_column, insert_rows, new_id, one_of, utcnow
+from api.db import Database, Writes, first_column, new_id, one_of, utcnow
 from api.errors import Conflict, NotFound
 from api.pagination import json_page
 from api.rules.definitions import SEVERITY_RANK
@@ -42,7 +42,7 @@ TRIAGE_RANK = {"emergency": 0, "urgent": 1, "routine": 2}
 alerts = Alert.__table__
 STATUSES = ("open", "acknowledged", "resolved")
 
-# What a re-trigger may change on an open episode (written back with one executemany).
+# What a re-trigger may change on an open episode.
 _MUTABLE = (
     "occurrences",
     "last_triggered_at",
@@ -67,26 +67,23 @@ _open_episodes = (
     # makes the resolve either land first (we then open a new episode) or wait.
     .with_for_update()
 )
-_update_alert = (
-    update(Alert)
-    .where(alerts.c.id == bindparam("b_id"))
-    .values({name: bindparam(f"b_{name}") for name in _MUTABLE})
-)
 
 
 async def raise_alerts(
     conn: AsyncConnection,
     raised: Sequence[tuple[uuid.UUID, str, uuid.UUID, Sequence[Finding]]],
     now: datetime,
+    writes: Writes,
 ) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
     """Open an alert per finding, or fold it into the open episode of the same rule.
 
     ``raised`` holds (patient id, care team, report id, findings), each patient's reports in the
     order they happened; the answer holds, per report, the alerts it raised or re-triggered, as
     rows, and the alert events to write (the caller writes them with ``write_events``, as its
-    transaction's last writes). The caller holds the patients' locks, so the open episodes read
-    here cannot change under us; the partial unique index on open episodes backs that up. One
-    statement per table, however many patients.
+    transaction's last writes). The alerts' rows join ``writes``, for the caller to flush with
+    the reports'. The caller holds the patients' locks, so the open episodes read here cannot
+    change under us; the partial unique index on open episodes backs that up. One statement,
+    however many patients.
     """
     rule_ids = {f.rule_id for *_, findings in raised for f in findings}
     if not rule_ids:
@@ -131,16 +128,8 @@ async def raise_alerts(
             # As this report left it: a later report of the group may change it again.
             mine.append(dict(alert))
         touched.append(mine)
-    if new:
-        await insert_rows(conn, Alert, list(new.values()))
-    if changed:
-        await conn.execute(
-            _update_alert,
-            [
-                {"b_id": a["id"], **{f"b_{name}": a[name] for name in _MUTABLE}}
-                for a in changed.values()
-            ],
-        )
+    writes.insert(Alert, list(new.values()))
+    writes.update(Alert, [{"id": a["id"], **{n: a[n] for n in _MUTABLE}} for a in changed.values()])
     return touched, events
 
 

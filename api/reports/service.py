@@ -24,12 +24,13 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import Executable
 
-from api.alerts.events import write_events
+from api.alerts.events import add_events
 from api.alerts.schemas import AlertRead
 from api.alerts.service import alerts_of_report, raise_alerts
-from api.audit.service import audit_rows, write_rows
+from api.audit.models import AuditEvent
+from api.audit.service import audit_rows
 from api.catalog.service import EvaluationCatalog, catalog_revision, evaluation_catalog
-from api.db import UTCDateTime, insert_rows, new_id, one_of, utcnow
+from api.db import UTCDateTime, Writes, new_id, one_of, utcnow
 from api.errors import AppError, Conflict, Invalid, NotFound, validation_errors
 from api.patients.models import Patient, Therapy
 from api.reports.models import Report, ReportSymptom
@@ -519,8 +520,9 @@ async def write_group(
         answers[j] = [r for r in results if r is not None]
 
     now = utcnow()
+    writes = Writes()
     outcomes, events = await _store_new(
-        conn, catalog, list(parts.values()), therapy_lists, histories, now
+        conn, catalog, list(parts.values()), therapy_lists, histories, now, writes
     )
     by_id = {o.report_id: o for o in outcomes}
     audit: list[dict[str, Any]] = []
@@ -538,9 +540,10 @@ async def write_group(
                 answers[j] = (await _replay(session, catalog, answer.stored), False)
             else:  # the same report twice in this group: the second is the first's replay
                 answers[j] = Created(job.patient_id, catalog, by_id[answer.report_id], new=False)
-    await write_rows(session, audit)
-    # Last: the events' ordering lock is held only from here to the commit.
-    await write_events(conn, events)
+    writes.insert(AuditEvent, audit)
+    # Last: the events' ordering lock is held only from there to the commit.
+    add_events(writes, events)
+    await writes.flush(conn)
     return answers, outcomes
 
 
@@ -693,12 +696,13 @@ async def _store_new(
     therapy_lists: dict[uuid.UUID, list[engine.Therapy]],
     histories: dict[uuid.UUID, History],
     now: datetime,
+    writes: Writes,
 ) -> tuple[list[Outcome], list[dict[str, Any]]]:
-    """Evaluate and insert the new reports of every patient, with their alerts; the reports
-    stored and the alert events to write.
+    """Evaluate the new reports of every patient and raise their alerts, their rows added to
+    ``writes``; the reports to be stored and the alert events to write.
 
     Each report is evaluated against its patient's context plus the patient's reports before
-    it, and every table gets one statement: a few round trips for 1 report or 100, of one
+    it: one read of open alerts, and one statement of writes, for 1 report or 100, of one
     patient or many.
     """
     parts = [part for part in parts if part.fresh]
@@ -761,9 +765,9 @@ async def _store_new(
                 }
                 for s in body.symptoms
             )
-    await insert_rows(conn, Report, report_rows)
-    await insert_rows(conn, ReportSymptom, symptom_rows)
-    touched, events = await raise_alerts(conn, raised, now)
+    writes.insert(Report, report_rows)
+    writes.insert(ReportSymptom, symptom_rows)
+    touched, events = await raise_alerts(conn, raised, now, writes)
     for outcome, alerts in zip(outcomes, touched, strict=True):
         outcome.alerts = alerts
     return outcomes, events

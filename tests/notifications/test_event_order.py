@@ -10,10 +10,10 @@ import uuid
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from api.alerts.events import event_row, write_events
+from api.alerts.events import _LOCK_AND_NOTIFY, event_row, write_events
 from api.alerts.models import AlertEvent
 from api.db import make_async_engine, make_engine, utcnow
 from tests.conftest import World, make_settings
@@ -119,3 +119,44 @@ def test_event_writers_commit_in_id_order(world: World, database_url: str) -> No
     assert first_id < second_id
     # Every snapshot the reader took is a prefix in id order: never the second without the first.
     assert all(first_id in seen or not seen for seen in snapshots), snapshots
+
+
+@pytest.mark.postgres_only
+def test_a_report_draws_its_event_ids_only_under_the_lock(
+    world: World, database_url: str, is_postgres: bool
+) -> None:
+    """Ingest writes its events in the statement that writes the rest of its rows: that
+    statement takes the lock before it draws their ids, and waits while another writer holds it."""
+    if not is_postgres:
+        pytest.skip("SQLite has one writer at a time: no lock to take")
+    earlier = _an_alert(world)
+    patient = world.patient("onc-a")
+    engine = make_engine(make_settings(database_url))
+    answers: list[dict[str, object]] = []
+    reporter = threading.Thread(
+        target=lambda: answers.append(world.report(patient["id"], vitals=DANGER))
+    )
+    try:
+        with engine.connect() as holder, engine.connect() as reader:
+            with holder.begin():
+                holder.execute(text(f"SELECT {_LOCK_AND_NOTIFY}"))
+                before = reader.scalar(select(func.max(events.c.id))) or 0
+                reporter.start()
+                reporter.join(timeout=1.0)
+                assert reporter.is_alive(), "the report wrote its events without the lock"
+                # Its statement waits inside the lock: the holder can still draw an id first.
+                held = holder.execute(
+                    insert(events).returning(events.c.id),
+                    event_row(earlier, "overdue", utcnow(), to_status="open"),
+                ).scalar_one()
+            reporter.join(timeout=30)
+            assert not reporter.is_alive()
+            [answer] = answers
+            alert_ids = [uuid.UUID(a["id"]) for a in answer["alerts"]]  # type: ignore[union-attr]
+            drawn = reader.scalars(
+                select(events.c.id).where(events.c.alert_id.in_(alert_ids))
+            ).all()
+    finally:
+        engine.dispose()
+    assert alert_ids and drawn
+    assert before < held < min(drawn), (before, held, drawn)

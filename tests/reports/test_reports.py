@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -312,14 +313,16 @@ def test_a_report_costs_a_fixed_number_of_queries(
         }
     )
     assert one == three == eight, (one, three, eight)
-    assert 5 <= three <= 9, three
+    assert 3 <= three <= 9, three
 
 
 def test_a_group_reads_what_it_needs_in_two_round_trips(
     world: World, client: TestClient, tokens: Tokens
 ) -> None:
     """The patients and their therapies (locked), then in one statement the stored keys, the
-    trend rules' grades and the course baselines' weights; then the writes."""
+    trend rules' grades and the course baselines' weights, then the open alerts of the rules
+    that fired; then the writes, on PostgreSQL one statement for the reports, their symptoms,
+    their alerts, the audit rows and the alert events."""
     patient = world.patient(drugs=("aldesleukin",))  # a course, begun 3 days ago
     now = datetime.now(UTC)
     world.report(patient["id"], {"fatigue": 1}, {"weight_kg": 70}, now - timedelta(days=4))
@@ -341,10 +344,18 @@ def test_a_group_reads_what_it_needs_in_two_round_trips(
     )
 
     assert [r["status"] for r in results] == ["duplicate", "created", "created"], results
-    reads = list(itertools.takewhile(lambda s: not s.startswith("INSERT"), statements))
-    assert len(reads) == 2, reads
+    reads = list(
+        itertools.takewhile(lambda s: not s.startswith(("INSERT", "WITH", "UPDATE")), statements)
+    )
+    assert len(reads) == 3, reads
     assert "FROM patients LEFT OUTER JOIN therapies" in reads[0]
     assert reads[1].count("UNION ALL") >= 3, reads[1]  # keys, grades (2), weights
+    assert "FROM alerts" in reads[2], reads[2]
+    if client.app.state.db.dialect == "postgresql":  # type: ignore[attr-defined]
+        [write] = statements[len(reads) :]
+        tables = ("reports", "report_symptoms", "alerts", "audit_events", "alert_events")
+        assert all(f"INSERT INTO {table} " in write for table in tables), write
+        assert "pg_advisory_xact_lock" in write, write  # the events' ordering lock
     # 74 kg is 5.7 % over the pre-dose weight, read with the rest: an urgent weight alert.
     alerts = client.get(f"/v1/alerts?patient_id={patient['id']}", headers=tokens.admin()).json()
     [weight] = [a for a in alerts["items"] if a["rule_id"] == "cls-weight"]
@@ -460,26 +471,26 @@ def test_a_batch_costs_the_same_queries_for_one_report_or_many(
     send(1)  # opens the episodes the next batches re-trigger
     one, many = send(1), send(40)
     assert one == many, (one, many)
-    assert 8 <= many <= 12, many
+    assert 4 <= many <= 12, many
 
 
 def test_a_groups_rows_go_into_each_table_in_one_statement(
     world: World, client: TestClient, tokens: Tokens
 ) -> None:
     """Forty reports with their symptoms, alerts, events and audit rows: one INSERT a table. On
-    PostgreSQL it is one statement of unnested arrays (not the driver's executemany, one
-    statement a row); SQLite's executemany runs inside the process."""
+    PostgreSQL they are all one statement, each table's rows one JSON document (not the
+    driver's executemany, one statement a row); SQLite's executemany runs inside the process."""
     patient = world.patient(drugs=("aldesleukin",))
     start = datetime.now(UTC) - timedelta(hours=2)
     items = [
         report_body({"fever": 3, "chills": 1}, {"temperature_c": 39.5}, recorded_at=start)
         for start in (start + timedelta(minutes=i) for i in range(40))
     ]
-    inserts: list[tuple[str, bool]] = []
+    inserts: list[tuple[list[str], bool]] = []  # the tables of each statement that inserts
 
     def record(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
-        if statement.startswith("INSERT"):
-            inserts.append((statement.split()[2], executemany))
+        if tables := re.findall(r"INSERT INTO (\w+)", statement):
+            inserts.append((tables, executemany))
 
     engine = client.app.state.db.engine.sync_engine  # type: ignore[attr-defined]
     event.listen(engine, "before_cursor_execute", record)
@@ -489,12 +500,13 @@ def test_a_groups_rows_go_into_each_table_in_one_statement(
         event.remove(engine, "before_cursor_execute", record)
 
     assert [r["status"] for r in results] == ["created"] * 40
-    tables = [table for table, _ in inserts]
+    tables = [table for found, _ in inserts for table in found]
     assert sorted(tables) == sorted(
         ["reports", "report_symptoms", "alerts", "alert_events", "audit_events"]
     ), inserts
     if engine.dialect.name == "postgresql":
-        assert not any(many for _, many in inserts), inserts
+        [(_, many)] = inserts
+        assert not many
     reports = client.get(f"/v1/patients/{patient['id']}/reports?limit=50", headers=tokens.admin())
     assert len(reports.json()["items"]) == 40
     assert all(len(r["symptoms"]) == 2 for r in reports.json()["items"])
