@@ -7,11 +7,11 @@ would step over the smaller id. Every transaction that writes events therefore t
 transaction-level advisory lock in the statement that inserts its events, before it draws
 their ids, and keeps it until it ends: from the moment a writer draws ids until its commit, no
 other writer can draw any, so commit order is id order and every id below a visible one is
-already visible (or rolled back for good). The lock is taken as late as possible, in the
-transaction's last statement (a group of reports writes all its rows in that one statement), so
-writers queue only for its end. A holder cannot deadlock: the rows it writes after the lock are
-its own new ones or ones it locked before (the patients, their open alerts). SQLite has one
-writer at a time anyway (BEGIN IMMEDIATE), which gives the same order.
+already visible (or rolled back for good). The lock is taken as late as possible: that
+statement is the transaction's last, after the alert rows are written and locked, so writers
+(of every process) queue only for it and the commit, and a holder never waits for another lock
+afterwards, so it cannot deadlock. SQLite has one writer at a time anyway (BEGIN IMMEDIATE),
+which gives the same order.
 
 The reader side is then plain keyset paging on ``id`` (streams, webhook fan-out).
 Proven by tests/notifications/test_event_order.py.
@@ -46,16 +46,10 @@ _EVENT_LOCK_KEY = 0x616C657274  # "alert"
 _LOCK_AND_NOTIFY = f"pg_advisory_xact_lock({_EVENT_LOCK_KEY}), pg_notify('{CHANNEL}', '')"
 
 
-def add_events(writes: Writes, rows: Sequence[dict[str, Any]]) -> None:
-    """Add ``rows`` to ``writes``, to be inserted into alert_events in order; flush them as the
-    transaction's last writes."""
-    writes.insert(AlertEvent, rows, before=_LOCK_AND_NOTIFY)
-
-
 async def write_events(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``rows`` into alert_events in order; call as the transaction's last writes."""
+    """Insert ``rows`` into alert_events in order; call as the transaction's last statement."""
     writes = Writes()
-    add_events(writes, rows)
+    writes.insert(AlertEvent, rows, before=_LOCK_AND_NOTIFY)
     await writes.flush(conn)
 
 

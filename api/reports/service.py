@@ -24,7 +24,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import Executable
 
-from api.alerts.events import add_events
+from api.alerts.events import write_events
 from api.alerts.schemas import AlertRead
 from api.alerts.service import alerts_of_report, raise_alerts
 from api.audit.models import AuditEvent
@@ -541,9 +541,9 @@ async def write_group(
             else:  # the same report twice in this group: the second is the first's replay
                 answers[j] = Created(job.patient_id, catalog, by_id[answer.report_id], new=False)
     writes.insert(AuditEvent, audit)
-    # Last: the events' ordering lock is held only from there to the commit.
-    add_events(writes, events)
     await writes.flush(conn)
+    # Last, on their own: the events' ordering lock is held only from here to the commit.
+    await write_events(conn, events)
     return answers, outcomes
 
 

@@ -125,8 +125,8 @@ def test_event_writers_commit_in_id_order(world: World, database_url: str) -> No
 def test_a_report_draws_its_event_ids_only_under_the_lock(
     world: World, database_url: str, is_postgres: bool
 ) -> None:
-    """Ingest writes its events in the statement that writes the rest of its rows: that
-    statement takes the lock before it draws their ids, and waits while another writer holds it."""
+    """The statement that inserts a report's events takes the lock before it draws their ids,
+    and waits while another writer holds it."""
     if not is_postgres:
         pytest.skip("SQLite has one writer at a time: no lock to take")
     earlier = _an_alert(world)
