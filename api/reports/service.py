@@ -13,6 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import (
     ColumnElement,
     Integer,
+    Text,
     Uuid,
     bindparam,
     select,
@@ -190,11 +191,13 @@ def _arrays(names: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> dict[str
 
 # PostgreSQL: each list bound as an array. The grades are read report by report through the
 # primary keys (LATERAL, OFFSET 0): a hash join over a sequential scan of report_symptoms is
-# what the planner picks for a plain join on a small database.
+# what the planner picks for a plain join on a small database. The codes are text[], not the
+# column's varchar[]: the comparison is on text, and in the prepared statement's generic plan a
+# varchar[] would be cast to text[] again for every symptom row compared.
 _ARRAYS = {
     "key_patients": ARRAY(Uuid),
     "keys": ARRAY(Uuid),
-    "codes": ARRAY(report_symptoms.c.symptom_code.type),
+    "codes": ARRAY(Text),
     **{
         f"{name}s": ARRAY(Uuid if name in ("graded", "weighed") else UTCDateTime())
         for name in _GRADED + _WEIGHED
@@ -217,7 +220,7 @@ WITH graded AS (
         OFFSET 0) r
     CROSS JOIN LATERAL (
         SELECT s.symptom_code, s.grade FROM report_symptoms s
-        WHERE s.report_id = r.id AND s.symptom_code = ANY(CAST(:codes AS varchar[]))
+        WHERE s.report_id = r.id AND s.symptom_code = ANY(CAST(:codes AS text[]))
         OFFSET 0) s
 )
 SELECT 0 AS kind, r.patient_id, NULL::timestamptz AS at, r.body_hash AS code,
