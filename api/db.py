@@ -25,8 +25,11 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Engine,
+    Enum,
     MetaData,
     Select,
+    String,
+    Text,
     bindparam,
     create_engine,
     event,
@@ -108,9 +111,13 @@ def one_of(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
     PostgreSQL gets ``column = ANY(:name)``, the list bound as one array: the statement's text
     is the same whatever the list's length, so that it is prepared and planned once, where an
     expanded ``IN`` is a statement of its own for every length (parsed and planned again until
-    each has run five times). SQLite expands the list.
+    each has run five times). SQLite expands the list. Strings go as text[]: PostgreSQL compares
+    a varchar column as text, and would cast a varchar[] to text[] again for every row it
+    compares in the generic plan.
     """
-    return _one_of(column, bindparam(name, type_=ARRAY(column.type)))
+    plain = isinstance(column.type, String) and not isinstance(column.type, Enum)
+    element = Text() if plain else column.type
+    return _one_of(column, bindparam(name, type_=ARRAY(element)))
 
 
 @compiles(_one_of, "postgresql")
