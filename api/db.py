@@ -56,7 +56,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.functions import FunctionElement
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from api import pgconn, sqlite_inline
 from api.settings import DatabaseSettings
@@ -111,13 +111,19 @@ def one_of(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
     PostgreSQL gets ``column = ANY(:name)``, the list bound as one array: the statement's text
     is the same whatever the list's length, so that it is prepared and planned once, where an
     expanded ``IN`` is a statement of its own for every length (parsed and planned again until
-    each has run five times). SQLite expands the list. Strings go as text[]: PostgreSQL compares
-    a varchar column as text, and would cast a varchar[] to text[] again for every row it
-    compares in the generic plan.
+    each has run five times). SQLite expands the list.
     """
-    plain = isinstance(column.type, String) and not isinstance(column.type, Enum)
-    element = Text() if plain else column.type
-    return _one_of(column, bindparam(name, type_=ARRAY(element)))
+    return _one_of(column, bindparam(name, type_=array_of(column.type)))
+
+
+def array_of(element: TypeEngine[Any]) -> ARRAY[Any]:
+    """The type to bind a list of ``element`` values as, to compare with such a column.
+
+    Strings go as text[]: PostgreSQL compares a varchar column as text, and would cast a
+    varchar[] to text[] again for every row it compares in a prepared statement's generic plan.
+    """
+    plain = isinstance(element, String) and not isinstance(element, Enum)
+    return ARRAY(Text() if plain else element)
 
 
 @compiles(_one_of, "postgresql")

@@ -13,7 +13,6 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import (
     ColumnElement,
     Integer,
-    Text,
     Uuid,
     bindparam,
     select,
@@ -31,7 +30,7 @@ from api.alerts.service import alerts_of_report, raise_alerts
 from api.audit.models import AuditEvent
 from api.audit.service import audit_rows
 from api.catalog.service import EvaluationCatalog, catalog_revision, evaluation_catalog
-from api.db import UTCDateTime, Writes, new_id, one_of, utcnow
+from api.db import UTCDateTime, Writes, array_of, new_id, one_of, utcnow
 from api.errors import AppError, Conflict, Invalid, NotFound, validation_errors
 from api.patients.models import Patient, Therapy
 from api.reports.models import Report, ReportSymptom
@@ -191,13 +190,12 @@ def _arrays(names: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> dict[str
 
 # PostgreSQL: each list bound as an array. The grades are read report by report through the
 # primary keys (LATERAL, OFFSET 0): a hash join over a sequential scan of report_symptoms is
-# what the planner picks for a plain join on a small database. The codes are text[], not the
-# column's varchar[]: the comparison is on text, and in the prepared statement's generic plan a
-# varchar[] would be cast to text[] again for every symptom row compared.
+# what the planner picks for a plain join on a small database. The codes go as text[]
+# (``array_of``), and the statement casts them to that.
 _ARRAYS = {
     "key_patients": ARRAY(Uuid),
     "keys": ARRAY(Uuid),
-    "codes": ARRAY(Text),
+    "codes": array_of(report_symptoms.c.symptom_code.type),
     **{
         f"{name}s": ARRAY(Uuid if name in ("graded", "weighed") else UTCDateTime())
         for name in _GRADED + _WEIGHED
